@@ -446,6 +446,25 @@ pub async fn authenticate_manifest_at(
     key: Option<&KeySource>,
 ) -> Result<ManifestTrust, Failure> {
     let shown = store.url_of(&layout::manifest_key(archive));
+    // The version seen here only.
+    let meta = store
+        .head(archive)
+        .await
+        .map_err(Failure::environment)?
+        .ok_or_else(|| Failure::failed(format!("{shown}: its backup {} is not there", store.url_of(archive))))?;
+    authenticate_manifest_seen(store, archive, &meta, text, key).await
+}
+
+/// `authenticate_manifest_at`, the archive's header read from the version `meta` of it (what
+/// the caller's `head` saw, and its stream of the archive reads).
+pub async fn authenticate_manifest_seen(
+    store: &dyn crate::storage::Store,
+    archive: &str,
+    meta: &crate::storage::Meta,
+    text: &[u8],
+    key: Option<&KeySource>,
+) -> Result<ManifestTrust, Failure> {
+    let shown = store.url_of(&layout::manifest_key(archive));
     let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
     let value: serde_json::Value =
         serde_json::from_slice(text).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
@@ -458,13 +477,7 @@ pub async fn authenticate_manifest_at(
     if first_chunk {
         end += archive::CHUNK_SIZE as u64 + 64;
     }
-    // No further than the object's end (a store reads a range it was given whole, or fails),
-    // and the version seen here only.
-    let meta = store
-        .head(archive)
-        .await
-        .map_err(Failure::environment)?
-        .ok_or_else(|| failed(format!("its backup {} is not there", store.url_of(archive))))?;
+    // No further than the object's end (a store reads a range it was given whole, or fails).
     let head = {
         let range = 0..end.min(meta.size);
         let mut r = store.open(archive, Some(range), meta.version.as_deref()).await.map_err(Failure::environment)?;
@@ -593,6 +606,24 @@ pub async fn sidecar_of(named: &crate::storage::Named) -> Result<Option<Manifest
     Ok(Some(m))
 }
 
+/// The manifest the layout puts beside the backup `archive` of `store`, read there, with the
+/// bytes it was read from (what its MAC covers): `None` when there is none. A manifest that
+/// does not parse is the backup's failure; a store that cannot answer, the environment's.
+pub async fn manifest_at(
+    store: &dyn crate::storage::Store,
+    archive: &str,
+) -> Result<Option<(Manifest, Vec<u8>)>, Failure> {
+    let key = layout::manifest_key(archive);
+    // As the run first saw it (a listing's answer, with no request of its own).
+    if store.head_pinned(&key).await.map_err(Failure::environment)?.is_none() {
+        return Ok(None);
+    }
+    let bytes = store.read(&key).await.map_err(Failure::environment)?;
+    let m = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", store.url_of(&key))))?;
+    Ok(Some((m, bytes)))
+}
+
 impl Manifest {
     /// The name whose folder holds this backup.
     pub fn stored_as(&self) -> &str {
@@ -620,13 +651,10 @@ impl Manifest {
     /// cannot answer, the environment's.
     pub async fn of(named: &crate::storage::Named) -> Result<Manifest, Failure> {
         let (store, key) = named.object();
-        let key = layout::manifest_key(&key);
-        let shown = store.url_of(&key);
-        if store.head(&key).await.map_err(Failure::environment)?.is_none() {
-            return Err(Failure::failed(format!("missing manifest {shown}")));
+        match manifest_at(&*store, &key).await? {
+            Some((m, _)) => Ok(m),
+            None => Err(Failure::failed(format!("missing manifest {}", store.url_of(&layout::manifest_key(&key))))),
         }
-        let bytes = store.read(&key).await.map_err(Failure::environment)?;
-        serde_json::from_slice(&bytes).map_err(|e| Failure::failed(format!("unreadable manifest {shown}: {e}")))
     }
 
     /// Tables (ordinary and partitioned) the schema fingerprint lists.
@@ -1427,33 +1455,55 @@ fn check_sidecar(
     let meter = meter.cloned().unwrap_or_default();
     meter.set_total(std::fs::metadata(path).ok().map(|m| 2 * m.len()));
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(f, meter)));
-    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {}", path.display()), e))?;
-    let (sha, _) = hr.finish();
-    if sha != manifest.sha256 {
-        return Err(failed(format!(
-            "sha256 {sha} does not match its manifest's {}: corrupted backup (cut short, altered, or not the file the manifest was written for)",
-            manifest.sha256
-        )));
-    }
+    matches_sidecar(path, &manifest, crate::progress::Counted::new(f, meter))?;
     let (checked, staged) = check_opened(path, source::open(path, key, secret)?, stage, true)?;
     tables_match(&manifest, checked.tables, &path.display().to_string())?;
     Ok((Checked { manifest: Some(manifest), trust: Some(ManifestTrust::Sidecar), ..checked }, staged))
 }
 
+/// The stored bytes `stored` reads (a team's own format's, `shown`) against the sha256 its
+/// sidecar `manifest` holds: a cut or altered file, or another file under its name, fails
+/// here whatever its envelope.
+fn matches_sidecar(shown: &Path, manifest: &Manifest, stored: impl Read) -> Result<(), Failure> {
+    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, stored));
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {}", shown.display()), e))?;
+    let (sha, _) = hr.finish();
+    if sha != manifest.sha256 {
+        return Err(Failure::failed(format!(
+            "{}: sha256 {sha} does not match its manifest's {}: corrupted backup (cut short, altered, or not the file the manifest was written for)",
+            shown.display(),
+            manifest.sha256
+        )));
+    }
+    Ok(())
+}
+
 /// Check another tool's file in an object store, read as a stream (twice or more only for
-/// openssl's legacy key derivations); `shown` names it. Nothing of it is written locally
-/// except what `stage` asks. A store that fails mid-read is an environment error.
+/// openssl's legacy key derivations); `shown` names it. A team's own format pgdrill wrote
+/// (`sidecar`, its manifest read through the store) is checked as far as `check_sidecar`
+/// checks one here: its stored bytes read once more for their sha256, its tables against
+/// the manifest's count. Nothing of it is written locally except what `stage` asks. A
+/// store that fails mid-read is an environment error.
 pub(crate) fn check_foreign_stream(
     shown: &Path,
     opener: &crate::storage::StoreOpener,
+    sidecar: Option<Manifest>,
     secret: Option<&str>,
     stage: Option<&Path>,
 ) -> Result<(Checked, Option<StagedDump>), Failure> {
     let secret = secret.filter(|s| !s.is_empty());
     let key = secret.map(KeySource::from_secret);
     let open = || opener.open().map_err(Failure::environment);
-    let r = source::open_from(shown, &open, key.as_ref(), secret).and_then(|o| check_opened(shown, o, stage, false));
+    let r = (|| {
+        if let Some(m) = &sidecar {
+            matches_sidecar(shown, m, open()?)?;
+        }
+        let (checked, staged) =
+            check_opened(shown, source::open_from(shown, &open, key.as_ref(), secret)?, stage, false)?;
+        let Some(m) = sidecar else { return Ok((checked, staged)) };
+        tables_match(&m, checked.tables, &shown.display().to_string())?;
+        Ok((Checked { manifest: Some(m), trust: Some(ManifestTrust::Sidecar), ..checked }, staged))
+    })();
     match (r, opener.store_failed()) {
         (Err(_), Some(m)) => Err(Failure::environment(format!("reading {}: {m}", shown.display()))),
         (r, _) => r,
@@ -1557,8 +1607,8 @@ fn toc_tables_staged(
 
 /// A directory dump's tar stream: every entry is read (so every chunk authenticates and
 /// decompresses); toc.dat is staged beside the backup for `pg_restore --list`.
-fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major: u32) -> Result<usize, Failure> {
-    let dir = Staged::new(backup.parent().unwrap_or(Path::new(".")), ".toc")?;
+fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, beside: &Path, server_major: u32) -> Result<usize, Failure> {
+    let dir = Staged::new(beside, ".toc")?;
     std::fs::create_dir(&dir.0)
         .map_err(|e| Failure::environment(format!("cannot stage the table of contents: {e}")))?;
     let mut archive = tar::Archive::new(plain);
@@ -1659,7 +1709,10 @@ fn check_inner(
     // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
     let listed = archive::open(BufReader::with_capacity(1 << 20, stored), key)
         .map_err(|e| Failure::from(e).context(path.display()))
-        .and_then(|(_, plain)| list_archive(plain, &manifest, path, stage));
+        .and_then(|(_, plain)| {
+            let beside = path.parent().unwrap_or(Path::new("."));
+            list_archive(plain, &manifest, (&path.display().to_string(), beside), stage)
+        });
     // 1. The stored bytes are the ones written, judged first, as when it was a pass of its
     // own before the others: a damaged archive is named by its checksum whatever the chunk
     // that failed; a mismatch drops what was staged (the guard in `listed` removes it), and
@@ -1756,22 +1809,24 @@ impl Read for HashedFile {
 
 /// 2 and 3 of a check: every chunk of the archive's plaintext `plain` is read (so it
 /// authenticates and decompresses), its table of contents listed and its tables counted
-/// (with `stage`, a custom dump's plaintext kept there).
+/// (with `stage`, a custom dump's plaintext kept there). `shown` names the archive in
+/// messages; `beside` is the local directory a directory dump's table of contents is
+/// staged in.
 fn list_archive(
     mut plain: Box<dyn Read + Send + '_>,
     manifest: &Manifest,
-    path: &Path,
+    (shown, beside): (&str, &Path),
     stage: Option<&Path>,
 ) -> Result<(usize, Option<StagedDump>), Failure> {
     let (tables, staged) = match manifest.format {
         Format::Custom => {
-            let (tables, _, staged) = toc_tables_staged(&mut plain, manifest.server_major, stage, false)
-                .map_err(|e| e.context(path.display()))?;
+            let (tables, _, staged) =
+                toc_tables_staged(&mut plain, manifest.server_major, stage, false).map_err(|e| e.context(shown))?;
             (tables, staged)
         }
-        Format::Plain => (count_create_table(plain).map_err(|e| e.context(path.display()))?.0, None),
+        Format::Plain => (count_create_table(plain).map_err(|e| e.context(shown))?.0, None),
         Format::Directory => {
-            (tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.context(path.display()))?, None)
+            (tar_toc_tables(plain, beside, manifest.server_major).map_err(|e| e.context(shown))?, None)
         }
     };
     Ok((tables, staged))
@@ -1790,50 +1845,50 @@ fn tables_match(manifest: &Manifest, tables: usize, shown: &str) -> Result<(), F
 /// `check_inner` for a pgdrill archive read as a stream from an object store: one pass
 /// hashes the stored bytes while the chunks authenticate and the dump is listed (and, with
 /// `stage`, its plaintext staged), so nothing but the staged plaintext is written locally;
-/// the sha256 is compared at the end, and a mismatch removes what was staged. `path` is
-/// the local stand-in holding the archive's header, beside its manifest, in `tree` (its
-/// store's mirror, which shows it by its URL). A store that fails mid-read is an
-/// environment error.
+/// the sha256 is compared at the end, and a mismatch removes what was staged. `shown` names
+/// it (its URL); `manifest` was read through its store and judged (`trust`) against the
+/// archive's header before the stream starts; `beside` is the local directory a directory
+/// dump's table of contents is staged in. A store that fails mid-read is an environment
+/// error.
 pub(crate) fn check_stream(
-    path: &Path,
-    tree: &crate::storage::tree::Tree,
+    shown: &str,
+    (manifest, trust): (Manifest, ManifestTrust),
     stream: Box<dyn Read + Send>,
     secret: Option<&str>,
     stage: Option<&Path>,
+    beside: &Path,
     meter: Option<&crate::progress::Meter>,
 ) -> Result<(Checked, Option<StagedDump>), Failure> {
     // Layers may turn a read error into "corrupted" (a header cut short): what the store
     // said is kept aside, and decides.
     let store_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let watched = crate::storage::Watched { inner: stream, failed: store_failed.clone() };
-    let r = check_stream_inner(path, tree, Box::new(watched), secret, stage, meter);
+    let r = check_stream_inner(shown, (manifest, trust), Box::new(watched), secret, stage, beside, meter);
     match (r, store_failed.lock().ok().and_then(|f| f.clone())) {
-        (Err(_), Some(m)) => Err(Failure::environment(format!("reading {}: {m}", tree.display(path)))),
+        (Err(_), Some(m)) => Err(Failure::environment(format!("reading {shown}: {m}"))),
         (r, _) => r,
     }
 }
 
 fn check_stream_inner(
-    path: &Path,
-    tree: &crate::storage::tree::Tree,
+    shown: &str,
+    (manifest, trust): (Manifest, ManifestTrust),
     stream: Box<dyn Read + Send>,
     secret: Option<&str>,
     stage: Option<&Path>,
+    beside: &Path,
     meter: Option<&crate::progress::Meter>,
 ) -> Result<(Checked, Option<StagedDump>), Failure> {
     let key = secret.filter(|s| !s.is_empty()).map(KeySource::from_secret);
     let key = key.as_ref();
     let meter = meter.cloned().unwrap_or_default();
-    let manifest = Manifest::read_in(tree, path)?;
-    let trust = authenticate_manifest_in(tree, path, key)?;
     meter.set_total(Some(manifest.sizes.stored));
-    let shown = tree.display(path);
     let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
     let mut hr =
         archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));
     let (tables, staged) = {
-        let (_, plain) = archive::open(&mut hr, key).map_err(|e| Failure::from(e).context(&shown))?;
-        list_archive(plain, &manifest, path, stage)?
+        let (_, plain) = archive::open(&mut hr, key).map_err(|e| Failure::from(e).context(shown))?;
+        list_archive(plain, &manifest, (shown, beside), stage)?
     };
     // Whatever the archive's reader left (its end) is hashed too.
     std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {shown}"), e))?;
@@ -1844,7 +1899,7 @@ fn check_stream_inner(
             manifest.sha256
         )));
     }
-    tables_match(&manifest, tables, &shown)?;
+    tables_match(&manifest, tables, shown)?;
     Ok((
         Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None },
         staged,

@@ -26,10 +26,7 @@ use crate::pg::native::quote_ident;
 /// What to restore where.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
-    pub backup: PathBuf,
-    /// The view `backup` was found in (its store's mirror, with the store in hand, or its
-    /// directory): how it is shown and its manifest read, with no lookup of its store by path.
-    pub tree: crate::storage::tree::Tree,
+    pub backup: RestoreFrom,
     /// Target database URL.
     pub into: String,
     /// The declared secret: a pgdrill key or passphrase, or an openssl passphrase.
@@ -288,13 +285,55 @@ fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> Fa
     Failure::failed(msg)
 }
 
+/// The backup a restore reads.
+#[derive(Debug, Clone)]
+pub enum RestoreFrom {
+    /// A file (or a directory dump) here, and the view it was found in (its store's mirror,
+    /// with the store in hand, or its directory): how it is shown and its manifest read, with
+    /// no lookup of its store by path.
+    File { path: PathBuf, tree: crate::storage::tree::Tree },
+    /// An object in a store, read as the stream `restore_stream` is given (or replaced by
+    /// what `backup.check` staged): no local file of it. `shown` is its URL; `manifest`, read
+    /// through its store, is pgdrill's own or a team's own format's sidecar (`None` for
+    /// another tool's file).
+    Store { shown: String, manifest: Option<Box<super::Manifest>> },
+}
+
+impl RestoreFrom {
+    fn shown(&self) -> String {
+        match self {
+            RestoreFrom::File { path, tree } => tree.display(path),
+            RestoreFrom::Store { shown, .. } => shown.clone(),
+        }
+    }
+
+    /// Its manifest, when it has one that can be read.
+    fn manifest(&self) -> Option<super::Manifest> {
+        match self {
+            RestoreFrom::File { path, tree } => super::Manifest::read_in(tree, path).ok(),
+            RestoreFrom::Store { manifest, .. } => manifest.as_deref().cloned(),
+        }
+    }
+
+    /// Where what is staged for it goes by default: beside a file, in the system's temporary
+    /// directory for an object (nothing local is beside it).
+    fn beside(&self) -> PathBuf {
+        match self {
+            RestoreFrom::File { path, .. } => {
+                path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+            }
+            RestoreFrom::Store { .. } => std::env::temp_dir(),
+        }
+    }
+}
+
 /// Restore a backup into the database `opts.into` names.
 pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Restored, Failure> {
     restore_inner(opts, None, log).await
 }
 
-/// Restore a pgdrill archive read as a stream from an object store (`opts.backup` is its
-/// local stand-in: header and manifest). Nothing of it is written locally except what a
+/// Restore a backup read as a stream from an object store (`opts.backup` says what its
+/// store said of it: its URL and manifest). Nothing of it is written locally except what a
 /// parallel restore stages. The stream is hashed as it passes and drained at the end, so
 /// its sha256 is compared with the manifest's; a store that fails mid-read is an
 /// environment error, never a verdict on the backup.
@@ -307,7 +346,7 @@ pub async fn restore_stream(
         Streamed::Archive(s) => s,
         Streamed::Foreign(opener) => {
             // Another tool's file: no manifest to compare; what the store said decides.
-            let shown = opts.tree.display(&opts.backup);
+            let shown = opts.backup.shown();
             return match restore_inner(opts, Some(Input::Foreign(opener.clone())), log).await {
                 Err(_) if opener.store_failed().is_some() => {
                     Err(Failure::environment(format!("reading {shown}: {}", opener.store_failed().unwrap_or_default())))
@@ -316,8 +355,14 @@ pub async fn restore_stream(
             };
         }
     };
-    let manifest = super::Manifest::read_in(&opts.tree, &opts.backup)?;
-    let shown = opts.tree.display(&opts.backup);
+    let shown = opts.backup.shown();
+    let manifest = match &opts.backup {
+        RestoreFrom::Store { manifest: Some(m), .. } => (**m).clone(),
+        RestoreFrom::Store { manifest: None, .. } => {
+            return Err(Failure::failed(format!("missing manifest of {shown}")))
+        }
+        RestoreFrom::File { path, tree } => super::Manifest::read_in(tree, path)?,
+    };
     let tap = Tap::new(stream);
     let state = tap.0.clone();
     let r = restore_inner(opts, Some(Input::Archive(Box::new(tap))), log).await;
@@ -458,35 +503,43 @@ async fn restore_inner(
     }
     // What `backup.check` staged is read in place of the backup, stream or not.
     let stream = if staged_by_check.is_some() { None } else { stream };
-    // A stream's stand-in is not the backup: pg_restore never reads it in place.
+    // A stream is never a file pg_restore reads in place.
     let streamed = stream.is_some();
-    let located = source::locate(staged_by_check.unwrap_or(&opts.backup))?;
+    // What is read here: what `backup.check` staged, or the backup's file; an object in a
+    // store has none (its stream is read).
+    let located = match (staged_by_check, &opts.backup) {
+        (Some(p), _) => Some(source::locate(p)?),
+        (None, RestoreFrom::File { path, .. }) => Some(source::locate(path)?),
+        (None, RestoreFrom::Store { .. }) => None,
+    };
     let key = opts.key.as_deref().filter(|k| !k.is_empty());
     let key_source = key.map(KeySource::from_secret);
     let cancelled = Arc::new(AtomicBool::new(false));
-    let staging_dir = opts
-        .staging
-        .clone()
-        .unwrap_or_else(|| opts.backup.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")));
+    let staging_dir = opts.staging.clone().unwrap_or_else(|| opts.backup.beside());
+    let shown = opts.backup.shown();
+    let manifest = opts.backup.manifest();
 
     // What the tools will read, and how.
     let (content, layers, opened) = match &located {
-        Located::Directory(_) => (Content::Custom, vec!["directory"], None),
-        Located::File(p) => {
-            let p = p.clone();
-            let tree = opts.tree.clone();
+        Some(Located::Directory(_)) => (Content::Custom, vec!["directory"], None),
+        _ => {
+            let p = match &located {
+                Some(Located::File(p)) => Some(p.clone()),
+                _ => None,
+            };
             let ks = key_source.clone();
             let pass = key.map(str::to_string);
+            let shown = PathBuf::from(&shown);
             let o = tokio::task::spawn_blocking(move || {
-                // The stand-in names it; what is read is the stream.
-                let shown = PathBuf::from(tree.display(&p));
-                match stream {
-                    Some(Input::Archive(s)) => source::open_stream(&shown, s, ks.as_ref()),
-                    Some(Input::Foreign(opener)) => {
+                // Shown by its name (an object's URL); what is read is the stream.
+                match (stream, p) {
+                    (Some(Input::Archive(s)), _) => source::open_stream(&shown, s, ks.as_ref()),
+                    (Some(Input::Foreign(opener)), _) => {
                         let open = || opener.open().map_err(Failure::environment);
                         source::open_from(&shown, &open, ks.as_ref(), pass.as_deref())
                     }
-                    None => source::open(&p, ks.as_ref(), pass.as_deref()),
+                    (None, Some(p)) => source::open(&p, ks.as_ref(), pass.as_deref()),
+                    (None, None) => Err(Failure::environment(format!("{}: no stream of it to read", shown.display()))),
                 }
             })
             .await
@@ -494,7 +547,7 @@ async fn restore_inner(
             (o.content, o.layers.clone(), Some(o))
         }
     };
-    let is_dir = matches!(located, Located::Directory(_));
+    let is_dir = matches!(located, Some(Located::Directory(_)));
     // A container target's pg_restore and psql run inside it: they read stdin only (no file
     // of this machine, so no parallel jobs).
     let container = crate::pg::container_of(&opts.into);
@@ -507,8 +560,7 @@ async fn restore_inner(
         }
     }
     log(format!(
-        "{} ({}) -> database {database}",
-        opts.tree.display(&opts.backup),
+        "{shown} ({}) -> database {database}",
         match staged_by_check {
             Some(p) => format!("checked and staged as {}", p.display()),
             None if layers.is_empty() => format!("{content:?}").to_lowercase(),
@@ -518,7 +570,9 @@ async fn restore_inner(
     // A plain custom-format file is what pg_restore reads best: by its path, seekable, so
     // parallel jobs need no copy of it.
     let as_is = match &located {
-        Located::File(p) if layers.is_empty() && content == Content::Custom && container.is_none() && !streamed => {
+        Some(Located::File(p))
+            if layers.is_empty() && content == Content::Custom && container.is_none() && !streamed =>
+        {
             Some(p.clone())
         }
         _ => None,
@@ -541,8 +595,7 @@ async fn restore_inner(
     // (a pg_dump 17 archive is unreadable to pg_restore 15); a server newer than the tools
     // takes what older tools send, which is how a restore into a newer major works. Without
     // a manifest the dump's major is unknown: the newest tools here.
-    let dump_major =
-        crate::backup::Manifest::read_in(&opts.tree, &opts.backup).ok().map(|m| m.server_major).unwrap_or(0);
+    let dump_major = manifest.as_ref().map(|m| m.server_major).unwrap_or(0);
     let tools_major = dump_major;
     // Local tools too old for the archive: that major's pg_restore from its image (a custom
     // dump through pg_restore; SQL through psql needs local tools of the dump's major).
@@ -607,12 +660,12 @@ async fn restore_inner(
     // Tar streams (pgdrill directory format) and parallel custom restores are staged.
     let mut reader = opened.map(|o| o.reader);
     if let Some(m) = &opts.meter {
-        m.set_total(crate::backup::Manifest::read_in(&opts.tree, &opts.backup).ok().map(|man| man.sizes.raw));
+        m.set_total(manifest.as_ref().map(|man| man.sizes.raw));
         reader = reader.map(|r| Box::new(crate::progress::Counted::new(r, m.clone())) as Box<dyn Read + Send>);
     }
     let mut input_path: Option<PathBuf> = match &located {
-        Located::Directory(d) => Some(d.clone()),
-        Located::File(_) => as_is.clone(),
+        Some(Located::Directory(d)) => Some(d.clone()),
+        _ => as_is.clone(),
     };
     if as_is.is_some() {
         reader = None;

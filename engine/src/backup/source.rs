@@ -165,7 +165,17 @@ pub fn sniff_in(tree: &Tree, path: &Path) -> String {
         return "unreadable".into();
     }
     let Ok(file) = std::fs::File::open(path) else { return "unreadable".into() };
-    let mut r: Box<dyn Read + Send> = Box::new(io::BufReader::new(file));
+    sniff_read(Box::new(io::BufReader::new(file)))
+}
+
+/// `sniff`, of a file's first bytes (an object's, read through its store): what they show
+/// of its layers and, when visible without a key, the dump format inside.
+pub fn sniff_bytes(first: &[u8]) -> String {
+    sniff_read(Box::new(Cursor::new(first.to_vec())))
+}
+
+/// `sniff`'s layers, read from `r`.
+fn sniff_read(mut r: Box<dyn Read + Send>) -> String {
     let mut layers: Vec<&str> = Vec::new();
     for _ in 0..3 {
         let Ok((head, peeked)) = peek(r) else { break };
@@ -302,7 +312,16 @@ pub fn recognise_in(tree: &Tree, path: &Path) -> Result<String, String> {
 /// Whether another tool's file, known by its first bytes (a store's stand-in), can be read
 /// as a stream: everything but gpg (which reads a path), directory dumps and unknown kinds.
 pub fn streamable(tree: &Tree, path: &Path) -> bool {
-    let kind = sniff_in(tree, path);
+    streamable_kind(&sniff_in(tree, path))
+}
+
+/// `streamable`, of another tool's file known by its first bytes (`sniff_bytes`), read
+/// through its store: no local stand-in made of it.
+pub fn streamable_head(first: &[u8]) -> bool {
+    streamable_kind(&sniff_bytes(first))
+}
+
+fn streamable_kind(kind: &str) -> bool {
     !(kind.is_empty() || kind.contains("gpg") || kind.contains('?') || kind == "directory" || kind == "unreadable")
 }
 

@@ -379,25 +379,24 @@ use crate::util::memory::TMPFS;
 /// manifest) fits there and in half of the memory available; else why not. Staged in
 /// memory, the dump is never written to disk, where at 2.5 GB its write-back slowed the
 /// restore beside it (README, "Verification by restore").
-fn in_memory(backup: &Path) -> Result<PathBuf, String> {
-    let (raw, free, available) = memory_room(backup)?;
+fn in_memory(raw: &Result<u64, String>) -> Result<PathBuf, String> {
+    let (raw, free, available) = memory_room(raw)?;
     fits_in_memory(raw, free, available)?;
     Ok(PathBuf::from(TMPFS))
 }
 
-/// The plain dump's size (from the manifest), the tmpfs's free bytes and the available
-/// memory (`util::memory::room`).
-fn memory_room(backup: &Path) -> Result<(u64, u64, u64), String> {
-    let raw =
-        Manifest::read(backup).map_err(|e| format!("the plain dump's size is not known ({})", e.message))?.sizes.raw;
+/// The plain dump's size (`raw`, from the manifest), the tmpfs's free bytes and the
+/// available memory (`util::memory::room`).
+fn memory_room(raw: &Result<u64, String>) -> Result<(u64, u64, u64), String> {
+    let raw = raw.clone().map_err(|why| format!("the plain dump's size is not known ({why})"))?;
     let (free, available) = crate::util::memory::room()?;
     Ok((raw, free, available))
 }
 
-/// `staging: auto`'s choice for a backup: /dev/shm with the line saying why, or why not
-/// (then the dump is staged on disk beside the backup).
-fn auto_staging(backup: &Path, max: u64) -> Result<(PathBuf, String), String> {
-    let (raw, free, available) = memory_room(backup)?;
+/// `staging: auto`'s choice for a backup whose plain dump is `raw` bytes: /dev/shm with the
+/// line saying why, or why not (then the dump is staged on disk beside the backup).
+fn auto_staging(raw: &Result<u64, String>, max: u64) -> Result<(PathBuf, String), String> {
+    let (raw, free, available) = memory_room(raw)?;
     let why = auto_share(raw, free, available, max)?;
     Ok((PathBuf::from(TMPFS), why))
 }
@@ -421,57 +420,85 @@ fn fits_in_memory(raw: u64, free: u64, available: u64) -> Result<(), String> {
 /// Verify a backup without restoring: manifest, sha256, every encrypted chunk, decompression, pg_restore --list.
 #[step(kind = Check, name = "backup.check")]
 async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
-    // A pgdrill archive in an object store is read as a stream: checked (and staged)
-    // in one pass, with no local copy of it.
+    // A backup in an object store is read as a stream: checked (and staged) in one pass,
+    // with no local copy of it, nor of its header or manifest (asked of its store).
     let object = ctx.object(&w.path)?;
     let streamed = super::stream_of(&object).await?;
     if streamed.is_some() {
         ctx.log(format!("reading {} from the store as a stream (no local copy)", object.shown()));
     }
     let path = match &streamed {
-        Some(s) => s.stand_in().to_path_buf(),
-        None => object.local_file().await.map_err(StepError::environment)?,
+        Some(_) => None,
+        None => Some(object.local_file().await.map_err(StepError::environment)?),
     };
     let secret = w.key.clone();
-    let beside = || path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    // The plain dump's size, from the manifest: staging in memory needs it.
+    let raw = match (&streamed, &path) {
+        (Some(s), _) => s.manifest().map(|m| m.sizes.raw).ok_or_else(|| "no manifest beside it".to_string()),
+        (None, Some(p)) => Manifest::read(p).map(|m| m.sizes.raw).map_err(|e| e.message),
+        (None, None) => Err("no manifest".to_string()),
+    };
+    // Beside a file here; an object in a store has nothing local beside it: the system's
+    // temporary directory, as its mirror was.
+    let beside = match &path {
+        Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        None => std::env::temp_dir(),
+    };
+    // A folder given to stage in is a local one.
+    let staging = match w.staging.as_deref().filter(|d| !d.is_empty() && *d != MEMORY && *d != AUTO) {
+        Some(d) => Some(ctx.local("staging", d)?),
+        None => None,
+    };
     let stage = w.stage.then(|| match w.staging.as_deref().filter(|d| !d.is_empty()) {
-        Some(MEMORY) => match in_memory(&path) {
+        Some(MEMORY) => match in_memory(&raw) {
             Ok(dir) => {
                 ctx.log(format!("staging in memory ({})", dir.display()));
                 dir
             }
             Err(why) => {
                 ctx.log(format!("staging beside the backup, not in memory: {why}"));
-                beside()
+                beside.clone()
             }
         },
-        Some(AUTO) => match auto_staging(&path, w.staging_memory_max) {
+        Some(AUTO) => match auto_staging(&raw, w.staging_memory_max) {
             Ok((dir, why)) => {
                 ctx.log(format!("staging auto: in memory ({}): {why}", dir.display()));
                 dir
             }
             Err(why) => {
                 ctx.log(format!("staging auto: on disk, beside the backup: {why}"));
-                beside()
+                beside.clone()
             }
         },
-        Some(d) => ctx.resolve(d),
-        None => beside(),
+        Some(_) => staging.clone().unwrap_or_else(|| beside.clone()),
+        None => beside.clone(),
     });
     let meter = crate::progress::Meter::default();
     let _watch = ctx.watch(&meter);
-    let (shown, tree) = (object.shown().to_string(), object.tree());
-    let (checked, staged) = tokio::task::spawn_blocking(move || match streamed {
-        Some(super::FromStore::Archive(path, reader)) => {
-            backup::check_stream(&path, &tree, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
-        }
-        Some(super::FromStore::Foreign(_, opener)) => backup::check_foreign_stream(
-            std::path::Path::new(&shown),
-            &opener,
+    // A pgdrill archive's manifest is judged against its header before its stream is read.
+    let judged = match &streamed {
+        Some(s) if s.origin == crate::backup::source::Origin::Pgdrill => Some(s.judged(key_of(&w.key).as_ref()).await?),
+        _ => None,
+    };
+    let stream = match &streamed {
+        Some(s) => Some((s.shown(), s.stream().await?, s.sidecar()?)),
+        None => None,
+    };
+    let (checked, staged) = tokio::task::spawn_blocking(move || match (stream, judged, path) {
+        (Some((shown, backup::restore::Streamed::Archive(reader), _)), Some(judged), _) => backup::check_stream(
+            &shown,
+            judged,
+            reader,
             secret.as_deref(),
             stage.as_deref(),
+            &beside,
+            Some(&meter),
         ),
-        None => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
+        (Some((shown, backup::restore::Streamed::Foreign(opener), sidecar)), _, _) => {
+            backup::check_foreign_stream(Path::new(&shown), &opener, sidecar, secret.as_deref(), stage.as_deref())
+        }
+        (None, _, Some(path)) => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
+        _ => Err(crate::error::Failure::environment("backup.check: nothing to read")),
     })
     .await
     .map_err(|e| StepError::environment(e.to_string()))?

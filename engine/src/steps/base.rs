@@ -136,9 +136,9 @@ impl Base {
             }
             (_, k) => k,
         };
-        let storage = match crate::storage::local_dir_in(&w.storage, &ctx.resolve(".")) {
-            Some(_) => ctx.resolve(&w.storage).display().to_string(),
-            None => w.storage.clone(),
+        let storage = match ctx.resolve(&w.storage) {
+            super::Place::Local(p) => p.display().to_string(),
+            super::Place::Object(_) => w.storage.clone(),
         };
         let retention = super::de::retention(w.retain, &w.lock_mode, &storage)?;
         let opts = BaseOptions {
@@ -150,7 +150,7 @@ impl Base {
             threads: w.threads,
             wal_method: w.wal.clone(),
             checkpoint: w.checkpoint.clone(),
-            pg_basebackup: w.pg_basebackup.as_deref().map(|p| ctx.resolve(p)),
+            pg_basebackup: w.pg_basebackup.as_deref().map(|p| ctx.local("pg_basebackup", p)).transpose()?,
             evidence: ctx.evidence_head.clone(),
         };
         let log = |l: String| ctx.log(l);

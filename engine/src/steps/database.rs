@@ -208,7 +208,7 @@ async fn open_connections(
 /// The journal a step was given, read (a given journal that is missing stops the step).
 fn given_journal(ctx: &StepCtx, path: Option<&str>) -> Result<Option<crate::restore::Journal>, StepError> {
     match path.filter(|p| !p.is_empty()) {
-        Some(p) => super::journal::read_required(&ctx.resolve(p)).map(Some),
+        Some(p) => super::journal::read_required(&ctx.local("journal", p)?).map(Some),
         None => Ok(None),
     }
 }
@@ -706,7 +706,8 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
     let staging = w
         .staging
         .as_deref()
-        .map(|s| ctx.resolve(s))
+        .map(|s| ctx.local("staging", s))
+        .transpose()?
         .unwrap_or_else(|| object.view_path().parent().map(Path::to_path_buf).unwrap_or_default());
     needs.push((staging, stage_need, "the staged restore file"));
     let mut by_fs: Vec<(u64, u64, u64, Vec<String>)> = Vec::new();
@@ -1353,7 +1354,7 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
     // half-made one: there is no original to keep.
     let ours = j.as_ref().is_some_and(|j| !j.existed && w.snapshot.is_none());
     if !w.without_snapshot && !ours {
-        let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
+        let Some(snap) = w.snapshot.as_deref().map(|s| ctx.local("snapshot", s)).transpose()? else {
             return Err(StepError::invalid(format!(
                 "refusing to drop database `{}` without a safety snapshot: set `snapshot:` to database.snapshot's path",
                 w.database
@@ -1893,7 +1894,7 @@ async fn restore_snapshot(ctx: StepCtx, w: RestoreSnapshotWith) -> Result<Restor
 
 async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnapshotOutputs, StepError> {
     {
-        let snap = ctx.resolve(w.snapshot.as_deref().unwrap_or_default());
+        let snap = ctx.local("snapshot", w.snapshot.as_deref().unwrap_or_default())?;
         let manifest = Manifest::read(&snap).map_err(StepError::from)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "", |_| {})?;
@@ -1927,9 +1928,11 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         reapply_settings(ctx, &client, &private, w.settings.as_ref(), blocked, true).await?;
         let url = target_url(&w.url, &private)?;
         let opts = RestoreOptions {
-            backup: snap.clone(),
             // A safety snapshot is a local file (`local_only`): its own folder is its view.
-            tree: crate::storage::tree::Tree::local(snap.parent().unwrap_or(std::path::Path::new("."))),
+            backup: crate::backup::restore::RestoreFrom::File {
+                path: snap.clone(),
+                tree: crate::storage::tree::Tree::local(snap.parent().unwrap_or(std::path::Path::new("."))),
+            },
             into: url.clone(),
             key: w.key.clone(),
             jobs: w.jobs,

@@ -70,7 +70,7 @@ pub struct RecordOutputs {
 #[step(name = "deploy.record", report_log)]
 impl Record {
     async fn run(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError> {
-        let path = ctx.resolve(&w.manifest);
+        let path = ctx.local("manifest", &w.manifest)?;
         let backup = crate::storage::canonical_in(&w.backup, &ctx.base_dir)
             .map_err(|e| StepError::environment(format!("backup {}: {e}", w.backup)))?;
         let d = Deployment {
@@ -144,7 +144,7 @@ pub struct ReadOutputs {
 #[step(name = "deploy.read", report_log)]
 impl Read {
     async fn run(ctx: StepCtx, w: ReadWith) -> Result<ReadOutputs, StepError> {
-        let path = ctx.resolve(&w.manifest);
+        let path = ctx.local("manifest", &w.manifest)?;
         let text = std::fs::read_to_string(&path)
             .map_err(|e| StepError::invalid(format!("cannot read deployment manifest {}: {e}", path.display())))?;
         let d: Deployment = serde_json::from_str(&text)

@@ -127,7 +127,7 @@ async fn load_fixtures(ctx: StepCtx, w: FixturesWith) -> Result<FixturesOutputs,
         let text = match FIXTURES.iter().find(|(n, _)| n == f) {
             Some((_, t)) => t.to_string(),
             None if f.ends_with(".sql") => {
-                let p = ctx.resolve(f);
+                let p = ctx.local("fixtures", f)?;
                 std::fs::read_to_string(&p).map_err(|e| StepError::invalid(format!("fixture {}: {e}", p.display())))?
             }
             None => {
@@ -201,7 +201,7 @@ impl Teardown for RemoveDir {
 async fn workspace(ctx: StepCtx, w: WorkspaceWith) -> Result<WorkspaceOutputs, StepError> {
     let path = match &w.dir {
         Some(d) => {
-            let p = ctx.resolve(d);
+            let p = ctx.local("dir", d)?;
             std::fs::create_dir_all(&p)
                 .map_err(|e| StepError::environment(format!("creating {}: {e}", p.display())))?;
             p

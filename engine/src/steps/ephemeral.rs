@@ -166,7 +166,7 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         provider,
         major,
         image: w.image.clone(),
-        bin_dir: w.bin_dir.as_deref().map(|d| ctx.resolve(d)),
+        bin_dir: w.bin_dir.as_deref().map(|d| ctx.local("bin_dir", d)).transpose()?,
         user: w.user.clone(),
         database: w.database.clone(),
         ready_timeout: w.ready_timeout,

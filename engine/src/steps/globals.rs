@@ -174,7 +174,7 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
             BTreeMap::new()
         }
     };
-    let journal = w.journal.as_deref().filter(|j| !j.is_empty()).map(|j| ctx.resolve(j));
+    let journal = w.journal.as_deref().filter(|j| !j.is_empty()).map(|j| ctx.local("journal", j)).transpose()?;
     let applied = if let Some(path) = journal {
         // The journal must exist before a role is made: a role no journal names would stay
         // after a rollback.

@@ -162,7 +162,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
 /// settings (CA file, client certificate, or no verification at all, said as a warning).
 fn client(ctx: &StepCtx, w: &CheckWith) -> Result<reqwest::Client, StepError> {
     let read = |field: &str, p: &str| {
-        let path = ctx.resolve(p);
+        let path = ctx.local(field, p)?;
         std::fs::read(&path)
             .map_err(|e| StepError::field(format!("with.{field}"), format!("cannot read {}: {e}", path.display())))
     };

@@ -31,7 +31,9 @@ pub(crate) fn mark(
     note: &str,
     edit: impl FnOnce(&mut Journal),
 ) -> Result<(), StepError> {
-    let Some(path) = path.filter(|p| !p.is_empty()).map(|p| ctx.resolve(p)) else { return Ok(()) };
+    let Some(path) = path.filter(|p| !p.is_empty()).map(|p| ctx.local("journal", p)).transpose()? else {
+        return Ok(());
+    };
     let mut j = read_required(&path)?;
     edit(&mut j);
     j.mark(&path, phase, note).map_err(StepError::from)
@@ -48,7 +50,7 @@ pub(crate) fn read_required(path: &Path) -> Result<Journal, StepError> {
 
 /// The journal at `path`, if a step was given one (for messages).
 pub(crate) fn read_optional(ctx: &StepCtx, path: Option<&str>) -> Option<Journal> {
-    let path = path.filter(|p| !p.is_empty()).map(|p| ctx.resolve(p))?;
+    let path = path.filter(|p| !p.is_empty()).and_then(|p| ctx.local("journal", p).ok())?;
     Journal::read(&path).ok().flatten()
 }
 
@@ -595,7 +597,7 @@ pub struct JournalOutputs {
 /// (`verified`). Recovering runs keep the original's record.
 #[step(kind = WriteJournal, name = "restore.journal", report_log)]
 async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepError> {
-    let path = ctx.resolve(&w.journal);
+    let path = ctx.local("journal", &w.journal)?;
     let o = JournalOutputs { journal: path.display().to_string() };
     if w.phase == "verified" {
         mark(
@@ -639,7 +641,7 @@ async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepErr
         pid,
         host,
         started_at: OffsetDateTime::now_utc(),
-        backup: ctx.resolve(&backup).display().to_string(),
+        backup: ctx.resolve(&backup).to_string(),
         snapshot: None,
         snapshot_sha256: None,
         existed: now.is_some(),
@@ -697,7 +699,7 @@ pub struct FinishOutputs {
 /// back.
 #[step(kind = Finish, name = "restore.finish", report_log)]
 async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError> {
-    let path = ctx.resolve(&w.journal);
+    let path = ctx.local("journal", &w.journal)?;
     let Some(mut j) = Journal::read(&path).map_err(StepError::from)?.filter(Journal::unfinished) else {
         ctx.log("the run stopped before anything changed: no journal to close".to_string());
         return Ok(FinishOutputs { state: "unchanged".into() });

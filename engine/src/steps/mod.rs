@@ -8,7 +8,7 @@
 pub mod de;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -462,10 +462,31 @@ impl StepCtx {
         Watch(stop)
     }
 
-    /// A path from the runbook, resolved against the runbook's directory.
-    pub fn resolve(&self, p: &str) -> PathBuf {
-        // An object's URL stays as it is (see `object` to read it).
-        crate::storage::local_dir_in(p, &self.base_dir).unwrap_or_else(|| PathBuf::from(p.trim()))
+    /// A path or location from the runbook: a local path resolved against the runbook's
+    /// directory, or an object's URL as it is (see `object` to read it), never a `PathBuf`
+    /// standing for a URL.
+    pub fn resolve(&self, p: &str) -> Place {
+        match crate::storage::local_dir_in(p, &self.base_dir) {
+            Some(path) => Place::Local(path),
+            None => Place::Object(p.trim().to_string()),
+        }
+    }
+
+    /// `resolve`, for the field `field` that takes a local path only (a file to read, a
+    /// directory to work in, a program): an object's URL there is invalid input naming the
+    /// field, never a relative path named like the URL (`s3:/bucket/...`, made in the
+    /// process's working directory).
+    pub fn local(&self, field: &str, p: &str) -> Result<PathBuf, StepError> {
+        match self.resolve(p) {
+            Place::Local(path) => Ok(path),
+            Place::Object(url) => Err(StepError::field(
+                field,
+                format!(
+                    "`{field}` takes a local path, not the object store location `{}`",
+                    url.split('?').next().unwrap_or_default()
+                ),
+            )),
+        }
     }
 
     /// The store a location names: an object store by its scheme, else a local directory
@@ -502,6 +523,24 @@ impl StepCtx {
                 location.split('?').next().unwrap_or_default()
             ))
         })
+    }
+}
+
+/// What a path or location in a runbook names (`StepCtx::resolve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A path on this machine, resolved against the runbook's directory.
+    Local(PathBuf),
+    /// An object's URL in a store, as written.
+    Object(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Local(p) => write!(f, "{}", p.display()),
+            Place::Object(url) => f.write_str(url),
+        }
     }
 }
 
@@ -549,43 +588,103 @@ pub(crate) fn test_ctx(operator: Arc<dyn Operator>) -> (StepCtx, Arc<std::sync::
     (ctx, lines)
 }
 
-/// Bytes of an archive's head a stand-in holds: its header (which its manifest's MAC is
+/// Bytes of an archive's head read to tell it: its header (which its manifest's MAC is
 /// bound to) and the first bytes after it.
 pub(crate) const HEAD: u64 = crate::archive::MAX_HEADER as u64 + 64;
 
-/// A backup in an object store, to be read as a stream: a pgdrill archive (its local
-/// stand-in, holding the archive's header with its manifest beside it, and a reader), or
-/// another tool's file (its stand-in, holding its first bytes, and an opener: openssl's key
-/// derivations each read it from the start). `None` for a local file, one already
+/// A backup in an object store, to be read as a stream: a pgdrill archive (read once, its
+/// sha256 compared with its manifest's) or another tool's file (an opener: openssl's key
+/// derivations each read it from the start). Everything is asked of its store, and nothing
+/// of it becomes a local file: its size and version from a `head` (pinned to the version
+/// this run first saw), its first bytes by a range of that version (its kind, and a pgdrill
+/// archive's header), its manifest read beside it. `None` for a local file, one already
 /// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
 pub async fn stream_of(named: &crate::storage::Named) -> Result<Option<FromStore>, StepError> {
-    let Some(s) = named.streamed(HEAD).await.map_err(StepError::environment)? else { return Ok(None) };
-    let (path, tree) = (s.stand_in.clone(), named.tree());
-    if s.key().ends_with(".pgdrill") {
-        if crate::backup::source::origin_in(&tree, &path) != crate::backup::source::Origin::Pgdrill {
+    use crate::backup::source::{self, Origin};
+    let Some(object) = named.streamed(HEAD).await.map_err(StepError::environment)? else { return Ok(None) };
+    let origin = if object.key().ends_with(".pgdrill") {
+        if !object.first.starts_with(crate::archive::MAGIC) {
             return Ok(None);
         }
-        let reader = s.reader().await.map_err(StepError::environment)?;
-        return Ok(Some(FromStore::Archive(path, reader)));
-    }
-    if !crate::backup::source::streamable(&tree, &path) {
-        return Ok(None);
-    }
-    Ok(Some(FromStore::Foreign(path, s.opener())))
+        Origin::Pgdrill
+    } else {
+        if !source::streamable_head(&object.first) {
+            return Ok(None);
+        }
+        Origin::Foreign
+    };
+    // Fails closed: a manifest beside it that does not parse is a failed check, as it is
+    // beside a file here (`backup::sidecar_in`).
+    let manifest = crate::backup::manifest_at(object.store(), object.key()).await?;
+    Ok(Some(FromStore { object, origin, manifest }))
 }
 
-/// A backup in an object store read as a stream (see `stream_of`).
-pub enum FromStore {
-    Archive(PathBuf, Box<dyn std::io::Read + Send>),
-    Foreign(PathBuf, crate::storage::StoreOpener),
+/// A backup in an object store read as a stream (see `stream_of`): what its store said of it,
+/// never a local path.
+pub struct FromStore {
+    /// Its size, version and first bytes, and its readers.
+    pub object: crate::storage::Streamed,
+    /// pgdrill's own archive, or another tool's file (a team's own format pgdrill wrote, with
+    /// its sidecar manifest, among them).
+    pub origin: crate::backup::source::Origin,
+    /// The manifest beside it, read through its store, with the bytes it was read from
+    /// (what its MAC covers): `None` when there is none.
+    manifest: Option<(crate::backup::Manifest, Vec<u8>)>,
 }
 
 impl FromStore {
-    /// The local stand-in: the object's size and first bytes, and its manifest beside it.
-    pub fn stand_in(&self) -> &Path {
-        match self {
-            FromStore::Archive(p, _) | FromStore::Foreign(p, _) => p,
+    /// How it is shown: its URL.
+    pub fn shown(&self) -> String {
+        self.object.shown()
+    }
+
+    /// The manifest beside it (a pgdrill archive's, or a team's own format's sidecar).
+    pub fn manifest(&self) -> Option<&crate::backup::Manifest> {
+        self.manifest.as_ref().map(|(m, _)| m)
+    }
+
+    /// The manifest pgdrill wrote beside another tool's file (a team's own format), `None`
+    /// when there is none (and for pgdrill's own archive); one that says it is a pgdrill
+    /// archive's belongs to another file: a failed check, as `backup::sidecar_in` says beside
+    /// a file here.
+    pub fn sidecar(&self) -> Result<Option<crate::backup::Manifest>, StepError> {
+        match self.manifest() {
+            _ if self.origin == crate::backup::source::Origin::Pgdrill => Ok(None),
+            Some(m) if m.envelope == crate::archive::Envelope::Pgdrill => Err(StepError::failed(format!(
+                "{}: says it is the manifest of a pgdrill archive, but {} is not one: the manifest belongs to another file",
+                self.object.store().url_of(&crate::backup::layout::manifest_key(self.object.key())),
+                self.shown()
+            ))),
+            m => Ok(m.cloned()),
         }
+    }
+
+    /// A pgdrill archive's manifest, judged against the archive's header (the version its
+    /// stream reads) under `key` before anything in it is used; a missing manifest is a
+    /// failed check.
+    pub async fn judged(
+        &self,
+        key: Option<&crate::archive::KeySource>,
+    ) -> Result<(crate::backup::Manifest, crate::backup::ManifestTrust), StepError> {
+        let Some((m, text)) = &self.manifest else {
+            let mk = crate::backup::layout::manifest_key(self.object.key());
+            return Err(StepError::failed(format!("missing manifest {}", self.object.store().url_of(&mk))));
+        };
+        let (store, key_of) = (self.object.store(), self.object.key());
+        let trust = crate::backup::authenticate_manifest_seen(store, key_of, &self.object.seen, text, key).await?;
+        Ok((m.clone(), trust))
+    }
+
+    /// Its bytes, as the stream its kind is read from: a pgdrill archive's reader, or
+    /// another tool's file's opener.
+    pub async fn stream(&self) -> Result<crate::backup::restore::Streamed, StepError> {
+        use crate::backup::restore::Streamed;
+        Ok(match self.origin {
+            crate::backup::source::Origin::Pgdrill => {
+                Streamed::Archive(self.object.reader().await.map_err(StepError::environment)?)
+            }
+            crate::backup::source::Origin::Foreign => Streamed::Foreign(self.object.opener()),
+        })
     }
 }
 
@@ -1090,7 +1189,7 @@ mod tests {
     /// stdin on its own.
     #[test]
     fn steps_never_print_or_read_stdin() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/steps");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/steps");
         // Spelled in two halves so this file does not find itself.
         let banned = [
             concat!("print", "ln!"),

@@ -33,7 +33,7 @@ pub struct NestedOutputs {
 #[step(name = "runbook", finishes_itself, nests)]
 impl Runbook {
     async fn run(ctx: StepCtx, w: NestedWith) -> Result<NestedOutputs, StepError> {
-        let path = ctx.resolve(&w.path);
+        let path = ctx.local("path", &w.path)?;
         let nested = ctx.nested.clone();
         let secrets = w.secrets.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
         let mut o = nested.run_nested(ctx, path, w.vars, secrets).await?;

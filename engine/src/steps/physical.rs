@@ -232,7 +232,7 @@ impl Verify {
         let location = w.source.clone();
         let ledger = crate::physical::tools::ledger_of(&location)
             .map_err(|e| e.at_field("source"))?
-            .map(|d| ctx.resolve(&d).display().to_string())
+            .map(|d| ctx.resolve(&d).to_string())
             .unwrap_or_default();
         // A ledger that cannot be written would fail the run's record only after a whole
         // recovery: its store is asked first (a local folder must exist, a bucket answer).

@@ -262,9 +262,12 @@ fn open_source(
 ) -> Result<Box<dyn PhysicalSource>, StepError> {
     match w.source.as_str() {
         "pg_basebackup" => Ok(Box::new(
-            BasebackupFolder::new(ctx.resolve(&w.backups), w.wal.as_deref().filter(|d| !d.is_empty()).map(|d| ctx.resolve(d)))
-                .map_err(|e| e.at_field("backups"))?
-                .interrupted_by(stop.clone()),
+            BasebackupFolder::new(
+                ctx.local("backups", &w.backups)?,
+                w.wal.as_deref().filter(|d| !d.is_empty()).map(|d| ctx.local("wal", d)).transpose()?,
+            )
+            .map_err(|e| e.at_field("backups"))?
+            .interrupted_by(stop.clone()),
         )),
         "pgdrill" => {
             let storage = w.storage.as_deref().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
@@ -277,7 +280,7 @@ fn open_source(
                 })?),
                 None => None,
             };
-            let own = crate::physical::own::OwnSource::new(storage, &ctx.resolve("."), key, system, &ctx.stores)
+            let own = crate::physical::own::OwnSource::new(storage, &ctx.base_dir, key, system, &ctx.stores)
                 .map_err(|e| e.at_field("storage"))?;
             Ok(Box::new(own))
         }
@@ -329,7 +332,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
         backup: w.backup.clone().filter(|b| !b.is_empty()),
         recover: RecoverOptions {
             target: target.clone(),
-            bin_dir: w.bin_dir.as_deref().map(|d| ctx.resolve(d)),
+            bin_dir: w.bin_dir.as_deref().map(|d| ctx.local("bin_dir", d)).transpose()?,
             user: w.user.clone(),
             database: w.database.clone(),
             timeout: w.timeout,
@@ -650,7 +653,7 @@ async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError>
         .transpose()
         .map_err(|e| e.at_field("version"))?;
     let opts = ArchivingOptions {
-        archive_dir: w.archive.as_deref().filter(|a| !a.is_empty()).map(|a| ctx.resolve(a)),
+        archive_dir: w.archive.as_deref().filter(|a| !a.is_empty()).map(|a| ctx.local("archive", a)).transpose()?,
         archive_command: w.archive_command.clone().filter(|c| !c.is_empty()),
         // A folder made absolute: the server runs `wal push` in its data directory.
         wal_archive: w.storage.as_deref().filter(|l| !l.is_empty()).map(|l| WalArchive {

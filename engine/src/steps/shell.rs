@@ -106,7 +106,7 @@ async fn run(ctx: StepCtx, w: RunWith) -> Result<RunOutputs, StepError> {
             .kill_on_drop(true);
         // Without `cwd`, the program runs where pgdrill was started, like any command.
         if let Some(dir) = &w.cwd {
-            cmd.current_dir(ctx.resolve(dir));
+            cmd.current_dir(ctx.local("cwd", dir)?);
         }
         let mut child = crate::child::spawn_async(&mut cmd)
             .map_err(|e| StepError::environment(format!("cannot run `{}`: {e}", argv[0])))?;

@@ -99,7 +99,7 @@ impl Exec {
         let sql = match (&w.sql, &w.file) {
             (Some(s), _) => s.clone(),
             (None, Some(f)) => {
-                let path = ctx.resolve(f);
+                let path = ctx.local("file", f)?;
                 tokio::fs::read_to_string(&path)
                     .await
                     .map_err(|e| StepError::invalid(format!("cannot read SQL file {}: {e}", path.display())))?

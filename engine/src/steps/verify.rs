@@ -183,6 +183,21 @@ struct FromManifest {
     properties: Option<crate::backup::DatabaseProperties>,
 }
 
+/// `sha256_file` of an object in a store, read as a stream of the version its store's head
+/// gave (another tool's file: no manifest says its sha256). A store that fails mid-read is
+/// the environment's.
+async fn sha256_streamed(s: &super::FromStore) -> Result<String, StepError> {
+    let (r, shown) = (s.object.reader().await.map_err(StepError::environment)?, s.shown());
+    tokio::task::spawn_blocking(move || {
+        let mut hr = crate::archive::HashReader::new(std::io::BufReader::with_capacity(1 << 20, r));
+        std::io::copy(&mut hr, &mut std::io::sink())
+            .map_err(|e| StepError::environment(format!("reading {shown}: {e}")))?;
+        Ok(hr.finish().0)
+    })
+    .await
+    .map_err(|e| StepError::environment(e.to_string()))?
+}
+
 pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
     let f =
         std::fs::File::open(path).map_err(|e| StepError::invalid(format!("cannot read {}: {e}", path.display())))?;
@@ -214,6 +229,9 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     };
     let asked = Asked::parse(&w.backup);
     let mut picked: Option<crate::backup::layout::Entry> = None;
+    // The picked backup as its store says it is, when it is an object in a store (its head,
+    // first bytes and manifest, read there: no local stand-in of it is made, issue 37).
+    let mut from_store: Option<super::FromStore> = None;
     // The view the picked path is in (the storage's, or the named object's): how it is
     // shown and read, with its store in hand.
     let mut tree = storage.clone().unwrap_or_default();
@@ -343,16 +361,23 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         // downloaded now); else a name in storage.
         Asked::Named(named) => {
             let object = ctx.object(named)?;
-            let direct = object.header_file(super::HEAD).await.map_err(StepError::environment)?;
+            // An object in a store is asked of its store; what needs a local file (gpg, a
+            // directory dump) and a file here are looked at where they are.
+            from_store = super::stream_of(&object).await?;
+            let direct = match &from_store {
+                Some(_) => object.view_path(),
+                None => object.header_file(super::HEAD).await.map_err(StepError::environment)?,
+            };
+            let exists = from_store.is_some() || direct.exists();
             let survey = match storage.as_ref() {
-                Some(s) if !direct.exists() => Some(survey_of(s)?),
+                Some(s) if !exists => Some(survey_of(s)?),
                 _ => None,
             };
             let found = match &survey {
                 Some(sv) => resolve::named(sv, w.database.as_deref(), named).map_err(StepError::invalid)?,
                 None => None,
             };
-            if direct.exists() {
+            if exists {
                 tree = object.tree();
                 // A `LATEST`-style symlink given as a path: what it points to, said.
                 if std::fs::symlink_metadata(&direct).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -384,22 +409,21 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             }
         }
     };
-    // A listed object: for pgdrill's own, its header is enough here (the manifest is
-    // mirrored), so the read happens in the step that needs it, beside the throwaway
-    // server's start. Another tool's file has no manifest to say its sha256: it is read
-    // through once here to compute it, and read as a stream again by the steps that check
-    // and restore it; only what needs a local file (gpg) is downloaded.
-    let mut store_sha = None;
+    // A listed object in a store is asked of its store too: its header and manifest for
+    // pgdrill's own (read again by the step that needs them, beside the throwaway server's
+    // start); another tool's file has no manifest to say its sha256, so it is read through
+    // once here as a stream to compute it, and read as a stream again by the steps that
+    // check and restore it. Only what needs a local file (gpg) is downloaded.
+    if from_store.is_none() && tree.object(&path).is_some() && tree.is_stand_in(&path) {
+        from_store = super::stream_of(&ctx.object(&tree.display(&path))?).await?;
+    }
     let path = match tree.object(&path) {
-        Some((_, rel)) if tree.is_stand_in(&path) => {
+        Some((_, rel)) if from_store.is_none() && tree.is_stand_in(&path) => {
             let manifest = crate::backup::layout::manifest_path(&path);
             if rel.ends_with(".pgdrill") && tree.is_file(&manifest) {
-                tree.fill_head(&path, u64::from(crate::archive::MAX_HEADER) + 64, &manifest)
-                    .await
-                    .map_err(StepError::environment)?;
-                path
-            } else if !rel.ends_with(".pgdrill") && source::streamable(&tree, &path) {
-                store_sha = tree.digest(&path).await.transpose().map_err(StepError::environment)?;
+                // Named as an archive with a manifest, but its first bytes are not one's: its
+                // header read into a stand-in, judged below as before, never downloaded.
+                tree.fill_head(&path, super::HEAD, &manifest).await.map_err(StepError::environment)?;
                 path
             } else {
                 tree.fetch(&path).await.map_err(StepError::environment)?
@@ -408,20 +432,32 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         _ => path,
     };
     let shown = tree.display(&path);
-    let origin = source::origin_in(&tree, &path);
+    let origin = match &from_store {
+        Some(s) => s.origin,
+        None => source::origin_in(&tree, &path),
+    };
     let origin_name =
         serde_json::to_value(origin).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     // A team's own format pgdrill wrote (issue 40, item 2) has its manifest beside it, and
     // is picked as pgdrill's own are: its fingerprint is what the restored copy must match.
-    let sidecar = match origin {
-        Origin::Foreign => crate::backup::sidecar_in(&tree, &path).map_err(StepError::from)?,
-        Origin::Pgdrill => None,
+    let sidecar = match (origin, &from_store) {
+        (Origin::Foreign, Some(s)) => s.sidecar()?,
+        (Origin::Foreign, None) => crate::backup::sidecar_in(&tree, &path).map_err(StepError::from)?,
+        (Origin::Pgdrill, _) => None,
+    };
+    let mut store_sha = match (&from_store, origin, &sidecar) {
+        (Some(s), Origin::Foreign, None) => Some(sha256_streamed(s).await?),
+        _ => None,
     };
     let (sha, made, from_manifest) = match origin {
         o if o == Origin::Pgdrill || sidecar.is_some() => {
-            let (m, trust) = match sidecar {
-                Some(m) => (m, crate::backup::ManifestTrust::Sidecar),
-                None => {
+            let (m, trust) = match (sidecar, &from_store) {
+                (Some(m), _) => (m, crate::backup::ManifestTrust::Sidecar),
+                (None, Some(s)) => {
+                    let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
+                    s.judged(key.as_ref()).await?
+                }
+                (None, None) => {
                     let m = Manifest::read_in(&tree, &path).map_err(StepError::from)?;
                     let (p, t) = (path.clone(), tree.clone());
                     let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
@@ -508,10 +544,13 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 }
                 None => {
                     ctx.log("its name holds no time: its age is taken from the file's modification time, which a copy or download resets (give `name_pattern` if the name has a time in another form)");
-                    std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .map(OffsetDateTime::from)
-                        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+                    match &from_store {
+                        Some(s) => OffsetDateTime::from(s.object.seen.modified),
+                        None => std::fs::metadata(&path)
+                            .and_then(|m| m.modified())
+                            .map(OffsetDateTime::from)
+                            .unwrap_or_else(|_| OffsetDateTime::now_utc()),
+                    }
                 }
             };
             if let Some(e) = picked.as_ref().filter(|e| e.database_assumed) {
@@ -524,8 +563,12 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             (sha, made, None)
         }
     };
-    // A directory dump has no one size; a file (or an object's stand-in) has its length.
-    let foreign_size = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| m.len());
+    // A directory dump has no one size; a file (or an object, by its store's head) has its
+    // length.
+    let foreign_size = match &from_store {
+        Some(s) => Some(s.object.seen.size),
+        None => std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| m.len()),
+    };
     let future_s = crate::backup::dated_ahead(made).unwrap_or(0);
     if future_s > 0 {
         ctx.log(format!(
@@ -764,40 +807,44 @@ pub struct RestoreOutputs {
 async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepError> {
     let staged_given = w.staged.as_deref().is_some_and(|s| !s.is_empty());
     // With the plaintext staged by `backup.check`, the backup itself is not read again:
-    // from a store, only its header and manifest are needed. Otherwise a pgdrill archive
-    // in a store is read as a stream, and nothing of it is kept locally.
+    // from a store, only what its store says of it (its header and manifest) is needed.
+    // Otherwise a backup in a store is read as a stream. Nothing of it is kept locally.
     let object = ctx.object(&w.backup)?;
-    let (backup, stream) = if staged_given {
-        (object.header_file(super::HEAD).await.map_err(StepError::environment)?, None)
-    } else {
-        match super::stream_of(&object).await? {
-            Some(s) => {
-                ctx.log(format!(
-                    "reading {} from the store as a stream (no local copy)",
-                    object.shown()
-                ));
-                match s {
-                    super::FromStore::Archive(p, reader) => (p, Some(restore::Streamed::Archive(reader))),
-                    super::FromStore::Foreign(p, opener) => (p, Some(restore::Streamed::Foreign(opener))),
-                }
+    let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
+    let (backup, stream) = match super::stream_of(&object).await? {
+        Some(s) => {
+            if s.origin == Origin::Pgdrill && key.is_some() {
+                let (_, trust) = s.judged(key.as_ref()).await?;
+                crate::backup::require_authenticated(object.shown(), trust, true, w.allow_unauthenticated)?;
             }
-            None => (object.local_file().await.map_err(StepError::environment)?, None),
+            let stream = if staged_given {
+                None
+            } else {
+                ctx.log(format!("reading {} from the store as a stream (no local copy)", object.shown()));
+                Some(s.stream().await?)
+            };
+            (restore::RestoreFrom::Store { shown: s.shown(), manifest: s.manifest().cloned().map(Box::new) }, stream)
+        }
+        None => {
+            let path = if staged_given {
+                object.header_file(super::HEAD).await.map_err(StepError::environment)?
+            } else {
+                object.local_file().await.map_err(StepError::environment)?
+            };
+            let tree = object.tree();
+            if let Some(key) = key.filter(|_| source::origin_in(&tree, &path) == Origin::Pgdrill) {
+                let (p, t) = (path.clone(), tree.clone());
+                let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest_in(&t, &p, Some(&key)))
+                    .await
+                    .map_err(|e| StepError::environment(e.to_string()))?
+                    .map_err(StepError::from)?;
+                crate::backup::require_authenticated(object.shown(), trust, true, w.allow_unauthenticated)?;
+            }
+            (restore::RestoreFrom::File { path, tree }, None)
         }
     };
-    if let Some(k) = w.key.as_deref().filter(|k| !k.is_empty()) {
-        let tree = object.tree();
-        if source::origin_in(&tree, &backup) == Origin::Pgdrill {
-            let (p, key) = (backup.clone(), crate::archive::KeySource::from_secret(k));
-            let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest_in(&tree, &p, Some(&key)))
-                .await
-                .map_err(|e| StepError::environment(e.to_string()))?
-                .map_err(StepError::from)?;
-            crate::backup::require_authenticated(object.shown(), trust, true, w.allow_unauthenticated)?;
-        }
-    }
     let opts = RestoreOptions {
         backup,
-        tree: object.tree(),
         into: w.into.clone(),
         key: w.key.clone(),
         jobs: w.jobs,
@@ -805,8 +852,8 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
         clean: w.clean,
         no_owner: w.no_owner,
         role_map: w.role_map.clone(),
-        staging: w.staging.as_deref().map(|s| ctx.resolve(s)),
-        staged: w.staged.as_deref().filter(|s| !s.is_empty()).map(|s| ctx.resolve(s)),
+        staging: w.staging.as_deref().map(|s| ctx.local("staging", s)).transpose()?,
+        staged: w.staged.as_deref().filter(|s| !s.is_empty()).map(|s| ctx.local("staged", s)).transpose()?,
         bin_dir: w.bin_dir.as_deref().map(PathBuf::from),
         meter: Some(crate::progress::Meter::default()),
         sections: restore::Sections::parse(&w.sections).map_err(|e| StepError::field("sections", e))?,

@@ -340,72 +340,110 @@ impl Named {
             }
             At::Object(o) => (o.store.clone(), o.key.clone()),
         };
-        let shown = store.url_of(&key);
-        let meta = store.head(&key).await?.ok_or_else(|| format!("{shown} does not exist"))?;
-        // A range of the version just seen: a replaced object fails to read, never mixes.
-        let r = store.open(&key, Some(0..n.min(meta.size)), meta.version.as_deref()).await?;
-        tokio::task::spawn_blocking(move || {
-            let mut head = Vec::new();
-            r.take(n).read_to_end(&mut head).map(|_| head)
-        })
-        .await
-        .map_err(|e| format!("reading {shown}: {e}"))?
-        .map_err(|e| format!("reading {shown}: {e}"))
+        let seen = seen_in(&*store, &key).await?;
+        first_of(&*store, &key, &seen, n).await
     }
 
-    /// It, read as a stream rather than downloaded: its local stand-in (its first `head`
-    /// bytes, its manifest beside it) and readers of the object. `None` for a file here,
-    /// and for an object already downloaded (read where it is).
+    /// It, read as a stream rather than downloaded: what its store says of it (its size,
+    /// time and the version this run first saw) and its first `head` bytes, read by a range
+    /// of that version, with nothing written locally; every later read of it is of that
+    /// version too. `None` for a file here, and for an object already downloaded (read
+    /// where it is).
     pub async fn streamed(&self, head: u64) -> Result<Option<Streamed>> {
         match &self.at {
             At::Object(o) if !o.mirror.is_fetched(&o.path()) => {
-                let stand_in = o.mirror.stand_in(&o.path(), head).await?;
-                Ok(Some(Streamed { stand_in, object: o.clone() }))
+                let seen = seen_in(&*o.store, &o.key).await?;
+                let first = first_of(&*o.store, &o.key, &seen, head).await?;
+                Ok(Some(Streamed { store: o.store.clone(), key: o.key.clone(), seen, first }))
             }
             _ => Ok(None),
         }
     }
 }
 
-/// An object to be read as a stream (`Named::streamed`).
+/// What `store` says of the object `key`, its version the one this run first saw
+/// (`Store::head_pinned`); an object that is not there is an error.
+async fn seen_in(store: &dyn Store, key: &str) -> Result<super::Meta> {
+    store.head_pinned(key).await?.ok_or_else(|| format!("{} does not exist", store.url_of(key)))
+}
+
+/// The first `n` bytes of the version `seen` of `key` (fewer when it is shorter): a range of
+/// that version, so a replaced object fails to read, never mixes.
+async fn first_of(store: &dyn Store, key: &str, seen: &super::Meta, n: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let shown = store.url_of(key);
+    let r = store.open(key, Some(0..n.min(seen.size)), seen.version.as_deref()).await?;
+    tokio::task::spawn_blocking(move || {
+        let mut head = Vec::new();
+        r.take(n).read_to_end(&mut head).map(|_| head)
+    })
+    .await
+    .map_err(|e| format!("reading {shown}: {e}"))?
+    .map_err(|e| format!("reading {shown}: {e}"))
+}
+
+/// An object to be read as a stream (`Named::streamed`): what its store said of it and its
+/// first bytes, never a local file.
 pub struct Streamed {
-    /// The object's size and first bytes, its manifest beside it.
-    pub stand_in: std::path::PathBuf,
-    object: Object,
+    store: Arc<dyn Store>,
+    key: String,
+    /// Its size, time and version as its store gave them: every read of it is of that version.
+    pub seen: super::Meta,
+    /// Its first bytes (as many as `Named::streamed` was asked for, fewer when it is shorter).
+    pub first: Vec<u8>,
 }
 
 impl Streamed {
     /// Relative to its location.
     pub fn key(&self) -> &str {
-        &self.object.key
+        &self.key
+    }
+
+    /// Its store: what is beside it (its manifest) is read there.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// How it is shown: its URL.
+    pub fn shown(&self) -> String {
+        self.store.url_of(&self.key)
     }
 
     /// A blocking reader of the whole object (ranges a few at a time: memory stays bounded).
     pub async fn reader(&self) -> Result<Box<dyn std::io::Read + Send>> {
-        self.object.mirror.reader(&self.object.path()).await
+        self.store.open(&self.key, Some(0..self.seen.size), self.seen.version.as_deref()).await
     }
 
     /// The object to be read from the start as often as needed (another tool's file, whose
     /// key derivations are each tried from the start).
     pub fn opener(&self) -> StoreOpener {
-        StoreOpener { object: self.object.clone(), handle: tokio::runtime::Handle::current(), failed: Arc::default() }
+        StoreOpener {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            seen: self.seen.clone(),
+            handle: tokio::runtime::Handle::current(),
+            failed: Arc::default(),
+        }
     }
 }
 
 /// Another tool's file in a store, read as a stream as many times as its layers need
 /// (openssl's key derivations are each tried from the start): each `open` is a new read of
-/// the object (`Streamed::opener`). For a blocking thread; a store's failure in any of them
-/// is kept in `failed`.
+/// the version first seen (`Streamed::opener`). For a blocking thread; a store's failure in
+/// any of them is kept in `failed`.
 #[derive(Clone)]
 pub struct StoreOpener {
-    object: Object,
+    store: Arc<dyn Store>,
+    key: String,
+    seen: super::Meta,
     handle: tokio::runtime::Handle,
     pub failed: Arc<Mutex<Option<String>>>,
 }
 
 impl StoreOpener {
     pub fn open(&self) -> Result<Box<dyn std::io::Read + Send>> {
-        let r = self.handle.block_on(self.object.mirror.reader(&self.object.path()))?;
+        let opened = self.store.open(&self.key, Some(0..self.seen.size), self.seen.version.as_deref());
+        let r = self.handle.block_on(opened)?;
         Ok(Box::new(Watched { inner: r, failed: self.failed.clone() }))
     }
 

@@ -1728,6 +1728,20 @@ impl super::Store for Remote {
         }
     }
 
+    async fn head_pinned(&self, key: &str) -> Result<Option<super::Meta>, String> {
+        // Listed in this run: what the LIST answer said, with no request of its own (issue
+        // 41: a pick makes no HEAD); else asked now.
+        let listed = lock(&self.seen.listed).iter().find(|m| m.key == key).cloned();
+        let seen = match listed {
+            Some(m) => Some(m),
+            None => super::Store::head(self, key).await?,
+        };
+        Ok(seen.map(|mut m| {
+            m.version = self.pin(key, m.version.as_deref());
+            m
+        }))
+    }
+
     async fn open(
         &self,
         key: &str,

@@ -156,6 +156,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The object under `key`, or `None` when there is none.
     async fn head(&self, key: &str) -> Result<Option<Meta>>;
 
+    /// `head`, as this run first saw `key` where the store keeps what it saw (an object
+    /// store pins each object's version the first time a listing or a read sees it, and
+    /// answers from its last listing without a request): what a read that must not mix two
+    /// versions passes to `open`, so that an object replaced since it was first seen fails
+    /// to read ("changed") instead of being judged under a manifest written for the other.
+    /// The default is `head`.
+    async fn head_pinned(&self, key: &str) -> Result<Option<Meta>> {
+        self.head(key).await
+    }
+
     /// A blocking reader of `key` (for a thread off the runtime), of `range` when given,
     /// of the version `version` when given (where the backend has versions). Memory stays
     /// bounded whatever the object's size.

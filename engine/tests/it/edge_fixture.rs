@@ -259,8 +259,10 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
     let Some(scratch) = common::native_server("restored").await else { return };
     restore(
         RestoreOptions {
-            backup: path.clone(),
-            tree: pgdrill::storage::tree::Tree::local(path.parent().expect("the backup's folder")),
+            backup: pgdrill::backup::restore::RestoreFrom::File {
+                path: path.clone(),
+                tree: pgdrill::storage::tree::Tree::local(path.parent().expect("the backup's folder")),
+            },
             into: scratch.url(),
             key: Some(KEY.into()),
             jobs: 1,

@@ -64,7 +64,7 @@ pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
     http_body(port, method, path, headers, &[])
 }
 
-fn http_body(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub(crate) fn http_body(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let (head, body) = http_response(port, method, path, headers, body);
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -1474,14 +1474,15 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
     srv.stop().await;
 }
 
-/// A runbook of `steps` (YAML, with `vars.backup`), then a step that lists this run's
-/// private mirrors (under `$TMPDIR/pgdrill-mirror`) while they are still there: what the
-/// steps' reads left as local files.
+/// A runbook of `steps` (YAML, with `vars.backup`, `vars.into`, `vars.again`, `vars.to` and
+/// `secrets.key`), then a step that lists this run's private mirrors (under
+/// `$TMPDIR/pgdrill-mirror`) while they are still there: what the steps' reads left as local
+/// files.
 fn then_mirror_listed(dir: &std::path::Path, name: &str, steps: &str) -> std::path::PathBuf {
     written(
         dir.join(format!("{name}.yaml")),
         format!(
-            "name: {name}\nvars: {{ backup: \"\", into: \"\", to: \"\" }}\nsteps:\n{steps}  - id: mirror\n    uses: shell.run\n    with: {{ script: 'find \"$TMPDIR/pgdrill-mirror\" -mindepth 1' }}\n"
+            "name: {name}\nvars: {{ backup: \"\", into: \"\", again: \"\", to: \"\" }}\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n{steps}  - id: mirror\n    uses: shell.run\n    with: {{ script: 'find \"$TMPDIR/pgdrill-mirror\" -mindepth 1' }}\n"
         ),
     )
 }
@@ -1691,4 +1692,144 @@ async fn a_copy_from_a_bucket_read_its_source_twice_and_three_times_into_an_arch
     assert!(listing.contains(&format!("cold/shop/{name}.manifest.json</Key>")), "{listing}");
     assert!(listing.contains("<StorageClass>GLACIER</StorageClass>"), "{listing}");
     srv.stop().await;
+}
+
+/// Issue 37: `backup.check` and `backup.restore` read a backup in a bucket as a stream, but
+/// first made a local stand-in of it in the run's private mirror (a file of its size holding
+/// its first bytes, its manifest beside it) to tell its kind, judge its manifest against its
+/// header and say where to stage, and staged the checked dump beside that stand-in. They ask
+/// the store now (a `head` for its size and version, a range of that version for its first
+/// bytes, its manifest read there) and stage in the temporary directory: pgdrill's archive
+/// and another tool's `pg_dump | gzip` are checked, restored from the stream, checked with
+/// the dump staged and restored from what was staged, and the run's mirror, listed by the
+/// next step, holds no file of the backup, of its manifest or of a staged dump.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_checked_and_restored_from_a_bucket_was_read_through_a_stand_in_in_the_local_mirror() {
+    let sql = "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 500) g";
+    let Some((s3, srv)) = moto_and_source("shop", sql, "bkt").await else { return };
+    let url = srv.url();
+    backed_up_to_bkt(s3.port, &url);
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
+        .env("U", &url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && !dump.stdout.is_empty(), "{}", text(&dump.stderr));
+    let gz = "p/other/shop_20261101_020000.sql.gz";
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &[], &dump.stdout).0, 200);
+    let dir = tempfile::tempdir().expect("tmp");
+    let with = |more: &str| format!("{{ path: \"{{{{ vars.backup }}}}\", key: \"{{{{ secrets.key }}}}\"{more} }}");
+    let restore = |into: &str, more: &str| {
+        format!("{{ backup: \"{{{{ vars.backup }}}}\", into: \"{{{{ vars.{into} }}}}\", key: \"{{{{ secrets.key }}}}\"{more} }}")
+    };
+    let steps = format!(
+        "  - id: check\n    uses: backup.check\n    with: {}\n  - id: restore\n    uses: backup.restore\n    with: {}\n  - id: staged_check\n    uses: backup.check\n    with: {}\n  - id: staged_restore\n    uses: backup.restore\n    with: {}\n",
+        with(""),
+        restore("into", ""),
+        with(", stage: true"),
+        restore("again", ", staged: \"{{ steps.staged_check.outputs.staged }}\", jobs: 2"),
+    );
+    let runbook = then_mirror_listed(dir.path(), "check-and-restore-from-a-store", &steps);
+    for (i, backup) in [format!("s3://bkt/{archive}"), format!("s3://bkt/{gz}")].iter().enumerate() {
+        let (into, again) = (format!("copy_{i}"), format!("again_{i}"));
+        for db in [&into, &again] {
+            exec(&url, &format!("create database {db}")).await;
+        }
+        let vars = [("backup", backup.clone()), ("into", srv.url_for(&into)), ("again", srv.url_for(&again))];
+        let (run, listed) = mirror_after(&runbook, &vars, s3.port, dir.path(), &format!("report-{i}"));
+        for id in ["check", "restore", "staged_check", "staged_restore"] {
+            assert_eq!(run.main().step(id).outcome, "passed", "{backup}: {:?}", run.main().step(id));
+        }
+        let check = run.main().step("check");
+        assert_eq!(check.outputs["tables"], 1, "{backup}: {check:?}");
+        assert_eq!(check.outputs["sha256"].is_string(), i == 0, "pgdrill's archive has a manifest: {check:?}");
+        assert!(check.log.join("\n").contains("from the store as a stream (no local copy)"), "{check:?}");
+        for db in [&into, &again] {
+            assert_eq!(scalar(&srv.url_for(db), "select count(*) from orders").await, "500", "{backup} into {db}");
+        }
+        // Nothing of what was read, nor what was staged, is in the mirror.
+        let own = backup.rsplit('/').next().unwrap_or_default();
+        for name in [own, "manifest", ".pgdrill-stage"] {
+            assert!(!listed.contains(name), "{backup}: a local file in the mirror ({name}): {listed}");
+        }
+    }
+    srv.stop().await;
+}
+
+/// Issue 37: `backup.pick` made a local stand-in of the backup it picked in a bucket (a file of
+/// its size holding its header, in the run's private mirror) to tell its kind and judge its
+/// manifest, and another tool's file's stand-in to tell whether it can be streamed. It asks
+/// the store now (what the listing or a `head` saw, a range of that version, the manifest read
+/// there): pgdrill's latest backup and another tool's `pg_dump | gzip` named by its URL are
+/// picked with their sha256 and size, and the run's mirror, listed by the next step, holds no
+/// file of either (the newest manifest, which the choice of `latest` reads, may be there).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_picked_from_a_bucket_left_a_stand_in_of_its_header_in_the_local_mirror() {
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
+    let url = srv.url();
+    backed_up_to_bkt(s3.port, &url);
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&http_raw(s3.port, "GET", &format!("/bkt/{archive}.manifest.json"), &auth, &[]))
+            .expect("the manifest");
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
+        .env("U", &url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && !dump.stdout.is_empty(), "{}", text(&dump.stderr));
+    let gz = "p/other/shop_20261101_020000.sql.gz";
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &[], &dump.stdout).0, 200);
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = then_mirror_listed(
+        dir.path(),
+        "pick-from-a-store",
+        "  - id: latest\n    uses: backup.pick\n    with: { storage: \"s3://bkt/p\", database: shop, backup: latest, key: \"{{ secrets.key }}\", force: true }\n  - id: named\n    uses: backup.pick\n    with: { backup: \"{{ vars.backup }}\", force: true }\n",
+    );
+    let vars = [("backup", format!("s3://bkt/{gz}"))];
+    let (run, listed) = mirror_after(&runbook, &vars, s3.port, dir.path(), "report");
+    let latest = run.main().step("latest");
+    assert_eq!(latest.outputs["path"], format!("s3://bkt/{archive}").as_str(), "{latest:?}");
+    assert_eq!(latest.outputs["sha256"], manifest["sha256"], "{latest:?}");
+    assert_eq!(latest.outputs["manifest_authenticated"], true, "{latest:?}");
+    let named = run.main().step("named");
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&dump.stdout).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(named.outputs["origin"], "foreign", "{named:?}");
+    assert_eq!(named.outputs["sha256"], sha.as_str(), "{named:?}");
+    assert_eq!(named.outputs["size"], dump.stdout.len(), "{named:?}");
+    for name in [archive.rsplit('/').next().unwrap_or_default(), "shop_20261101_020000.sql.gz"] {
+        assert!(!listed.lines().any(|l| l.ends_with(name)), "a local file of {name} in the mirror: {listed}");
+    }
+    srv.stop().await;
+}
+
+/// Issue 37: `StepCtx::resolve` kept an object store's URL given for a field that takes a
+/// local path as a `PathBuf` of the URL's text, so `drill.workspace` with `dir: s3://bkt/ws`
+/// made the local folders `s3:/bkt/ws` in the working directory and passed. A field that takes
+/// a local path refuses a URL now: invalid input (exit 2) naming the field, nothing made, and
+/// the location's options not shown.
+#[test]
+fn an_object_store_url_given_for_a_local_folder_was_made_a_local_folder_named_like_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = written(
+        dir.path().join("workspace.yaml"),
+        "name: workspace\nsteps:\n  - id: ws\n    uses: drill.workspace\n    with: { dir: \"s3://bkt/ws?region=eu-west-1\" }\n",
+    );
+    let ran = Run::new(&runbook).current_dir(dir.path()).expect(2);
+    let all = ran.all();
+    assert!(all.contains("field `dir`") && all.contains("takes a local path"), "{all}");
+    assert!(!all.contains("region="), "the location's options were shown: {all}");
+    assert!(!dir.path().join("s3:").exists(), "a local folder named like the URL was made");
 }

@@ -686,6 +686,62 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     src.stop().await;
 }
 
+/// Issue 37: `backup.check` of a team's own format in a bucket read it as another tool's
+/// file: it never compared the stored bytes with the sha256 of the sidecar manifest beside it
+/// (as it does for the same file here), so a file replaced under its name by another complete
+/// dump of the same tables passed the check, and with it verify's integrity step. The check
+/// reads the sidecar through the store now: the file as written passes with the sidecar's
+/// sha256, the replaced one fails on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_file_in_a_bucket_replaced_beside_its_sidecar_passed_the_check() {
+    let Some(s3) = moto() else { return };
+    let Some(src) = native_server("shop").await else { return };
+    let url = src.url();
+    exec(&url, SHOP).await;
+    assert_eq!(crate::object_store::http(s3.port, "PUT", "/team", &[]).0, 200, "bucket created");
+    let ext = ".sql.gz";
+    let (code, log) = in_s3(
+        Run::new("backup")
+            .var("database_url", &url)
+            .var("storage", "s3://team/nightly")
+            .var("name_pattern", format!("{PATTERN}{ext}"))
+            .vars(&["format=plain", "compression=gzip", "envelope=none", "encrypt=false"]),
+        s3.port,
+    );
+    assert_eq!(code, 0, "{log}");
+    let keys = crate::object_store::s3_keys(s3.port, "team", "nightly/");
+    let file = keys.iter().find(|k| k.ends_with(ext)).unwrap_or_else(|| panic!("the team's file: {keys:?}")).clone();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let runbook = written(
+        tmp.path().join("check.yaml"),
+        "name: team-check\nvars: { backup: \"\" }\nsteps:\n  - id: check\n    uses: backup.check\n    with: { path: \"{{ vars.backup }}\" }\n",
+    );
+    let check = |junit: &Path| {
+        let (code, log) = in_s3(Run::new(&runbook).var("backup", format!("s3://team/{file}")).junit(junit), s3.port);
+        (code, log, Junit::read(junit).all_text())
+    };
+    let (code, log, said) = check(&tmp.path().join("as-written.xml"));
+    assert_eq!(code, 0, "{log}");
+    assert!(said.contains("the sidecar of a team's own format") && said.contains("2 tables, sha256 "), "{said}");
+    // Another complete dump of the same two tables (a row more) put under its name, the
+    // sidecar left as it was.
+    exec(&url, "insert into items values (1001, 'one more')").await;
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump -d \"$U\" | gzip")
+        .env("U", &url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success(), "{}", text(&dump.stderr));
+    let put = crate::object_store::http_body(s3.port, "PUT", &format!("/team/{file}"), &[], &dump.stdout);
+    assert_eq!(put.0, 200, "replaced: {}", put.1);
+    let (code, log, said) = check(&tmp.path().join("replaced.xml"));
+    assert_eq!(code, 1, "a file replaced beside its sidecar passed the check: {log}");
+    assert!(said.contains("does not match its manifest"), "{said}");
+    src.stop().await;
+}
+
 /// Before: `offsite --var copy=all` (`backup.sync`) took no `name_pattern`, so a team whose
 /// files only their pattern reads (`crm_20240101_020000.bak`: a database and a time, but no
 /// dump's extension) had none of them copied, and the classic rules' files were copied in
