@@ -760,6 +760,28 @@ mod tests {
         assert!(hooked.load(std::sync::atomic::Ordering::SeqCst), "a hook registered after the interrupt runs at once");
     }
 
+    /// Waits for a probe to have started (it touches `started`), interrupts it, and returns
+    /// what the probe's call answered: an environment failure.
+    fn interrupted_once_started<T: std::fmt::Debug>(
+        started: &Path,
+        interrupt: &Interrupt,
+        call: &std::sync::mpsc::Receiver<Result<T, Failure>>,
+    ) -> Failure {
+        // A bound for a broken build only, never a measure of speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !started.exists() {
+            assert!(std::time::Instant::now() < deadline, "the probe never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        interrupt.interrupt();
+        let e = call
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the probe returned")
+            .expect_err("interrupted");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        e
+    }
+
     /// Regression (issue 39): a tool's version probe (`find`, run when a source opens) was
     /// outside the interrupt: a tool whose start hangs (a mount that stopped answering) held
     /// the step past Ctrl-C and its timeout. It runs through the source's interrupt now:
@@ -777,18 +799,7 @@ mod tests {
                 tx.send(find("sh", Some(Path::new("/bin/sh")), &["-c", &body], "dash", &interrupt))
             });
         }
-        // A bound for a broken build only, never a measure of speed.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !started.exists() {
-            assert!(std::time::Instant::now() < deadline, "the probe never started");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        interrupt.interrupt();
-        let e = call
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the probe returned")
-            .expect_err("interrupted");
-        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        let e = interrupted_once_started(&started, &interrupt, &call);
         assert!(e.to_string().contains("was stopped: the run was interrupted"), "{e}");
         assert!(!e.to_string().contains("install"), "{e}");
     }
@@ -811,19 +822,8 @@ mod tests {
             let (interrupt, probe) = (interrupt.clone(), probe.clone());
             std::thread::spawn(move || tx.send(find_pg_tool("pg_verifybackup", Some(&probe), 15, &interrupt)));
         }
-        // A bound for a broken build only, never a measure of speed.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !started.exists() {
-            assert!(std::time::Instant::now() < deadline, "the probe never started");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
         assert!(interrupt.check("a search").is_ok(), "not interrupted yet");
-        interrupt.interrupt();
-        let e = call
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the probe returned")
-            .expect_err("interrupted");
-        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        let e = interrupted_once_started(&started, &interrupt, &call);
         assert!(e.to_string().contains("--version was stopped: the run was interrupted"), "{e}");
         assert!(!e.to_string().contains("not found"), "{e}");
         let e = interrupt.check("the search for pgbackrest in Docker's images").expect_err("stopped");

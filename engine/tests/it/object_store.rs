@@ -1185,16 +1185,10 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     // 6. Another tool's `pg_dump | gzip` in the bucket, read as a stream by pick (its
     //    sha256), the check and the restore. The store lost in the check's read, then in the
     //    restore's: exit 3 each time, never a verdict.
-    let dump = Command::new("sh")
-        .arg("-c")
-        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
-        .env("U", &url)
-        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
-        .output()
-        .expect("pg_dump");
-    assert!(dump.status.success() && dump.stdout.len() > 1 << 20, "{}", text(&dump.stderr));
+    let dump = gzip_dump(&url);
+    assert!(dump.len() > 1 << 20, "a dump of {} bytes", dump.len());
     let gz = "p/big_20261101_020000.sql.gz";
-    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &auth, &dump.stdout).0, 200);
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &auth, &dump).0, 200);
     let foreign = |junit: &std::path::Path| {
         verify_with(junit, &["backup=big_20261101_020000.sql.gz", "max_age=3650d", "accept_unproven=true"])
     };
@@ -1205,7 +1199,7 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     assert_eq!(xml.matches(&format!("reading s3://bkt/{gz} from the store as a stream")).count(), 2, "{xml}");
     for (cut_after, failing) in [(1usize, "integrity"), (2, "restore")] {
         let junit = tmp.path().join(format!("foreign-lost-{failing}.xml"));
-        let all = lost_mid_read(foreign(&junit), s3.port, cut_after * dump.stdout.len() + (512 << 10));
+        let all = lost_mid_read(foreign(&junit), s3.port, cut_after * dump.len() + (512 << 10));
         assert!(!all.contains("not a pg_dump"), "judged as a damaged backup: {all}");
         let cases = junit_cases(&junit);
         assert_eq!(status_of(&cases, "pick"), "passed", "{cases:?}");
@@ -1526,8 +1520,7 @@ async fn globals_beside_a_dump_in_a_bucket_were_never_found_and_a_backup_there_w
     let url = srv.url();
     // pgdrill's own backup, whose manifest holds the roles.
     backed_up_to_bkt(s3.port, &url);
-    let archive =
-        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let archive = archive_in_bkt(s3.port);
     // Another tool's dump with the cluster's globals beside it (the classic runbooks' pattern),
     // and a file of another name that must not be taken for them.
     let tool = |name: &str, args: &[&str]| -> Vec<u8> {
@@ -1611,13 +1604,39 @@ fn an_object_left_out_of_a_steps_listing_was_warned_of_on_stderr_and_missing_fro
     );
 }
 
+/// The key of the one pgdrill archive of `shop` in `s3://bkt/p`.
+fn archive_in_bkt(port: u16) -> String {
+    s3_keys(port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup")
+}
+
+/// Another tool's backup of the database at `url`: `pg_dump --no-owner | gzip -1`.
+fn gzip_dump(url: &str) -> Vec<u8> {
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
+        .env("U", url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && !dump.stdout.is_empty(), "{}", text(&dump.stderr));
+    dump.stdout
+}
+
+/// `gzip_dump` of `url` put beside pgdrill's backups, as a classic runbook names it: its key
+/// and its bytes.
+fn gzip_dump_in_bkt(port: u16, url: &str) -> (&'static str, Vec<u8>) {
+    let dump = gzip_dump(url);
+    let gz = "p/other/shop_20261101_020000.sql.gz";
+    assert_eq!(http_body(port, "PUT", &format!("/bkt/{gz}"), &[], &dump).0, 200);
+    (gz, dump)
+}
+
 /// A backup of `shop` (one row) in `s3://bkt/p` on a moto of its own: the server, the
 /// source, and the archive's key and file name.
 async fn shop_backed_up_to_bkt() -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral, String, String)> {
     let (s3, srv) = moto_and_source("shop", ONE_ROW, "bkt").await?;
     backed_up_to_bkt(s3.port, &srv.url());
-    let archive =
-        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let archive = archive_in_bkt(s3.port);
     let name = archive.rsplit('/').next().unwrap_or_default().to_string();
     Some((s3, srv, archive, name))
 }
@@ -1709,18 +1728,8 @@ async fn a_backup_checked_and_restored_from_a_bucket_was_read_through_a_stand_in
     let Some((s3, srv)) = moto_and_source("shop", sql, "bkt").await else { return };
     let url = srv.url();
     backed_up_to_bkt(s3.port, &url);
-    let archive =
-        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
-    let dump = Command::new("sh")
-        .arg("-c")
-        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
-        .env("U", &url)
-        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
-        .output()
-        .expect("pg_dump");
-    assert!(dump.status.success() && !dump.stdout.is_empty(), "{}", text(&dump.stderr));
-    let gz = "p/other/shop_20261101_020000.sql.gz";
-    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &[], &dump.stdout).0, 200);
+    let archive = archive_in_bkt(s3.port);
+    let (gz, _) = gzip_dump_in_bkt(s3.port, &url);
     let dir = tempfile::tempdir().expect("tmp");
     let with = |more: &str| format!("{{ path: \"{{{{ vars.backup }}}}\", key: \"{{{{ secrets.key }}}}\"{more} }}");
     let restore = |into: &str, more: &str| {
@@ -1772,25 +1781,12 @@ async fn a_backup_picked_from_a_bucket_left_a_stand_in_of_its_header_in_the_loca
     let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
     let url = srv.url();
     backed_up_to_bkt(s3.port, &url);
-    let archive =
-        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
-    let auth = [(
-        "Authorization",
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-    )];
+    let archive = archive_in_bkt(s3.port);
+    let auth = [AS_TESTING];
     let manifest: serde_json::Value =
         serde_json::from_slice(&http_raw(s3.port, "GET", &format!("/bkt/{archive}.manifest.json"), &auth, &[]))
             .expect("the manifest");
-    let dump = Command::new("sh")
-        .arg("-c")
-        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
-        .env("U", &url)
-        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
-        .output()
-        .expect("pg_dump");
-    assert!(dump.status.success() && !dump.stdout.is_empty(), "{}", text(&dump.stderr));
-    let gz = "p/other/shop_20261101_020000.sql.gz";
-    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &[], &dump.stdout).0, 200);
+    let (gz, dump) = gzip_dump_in_bkt(s3.port, &url);
     let dir = tempfile::tempdir().expect("tmp");
     let runbook = then_mirror_listed(
         dir.path(),
@@ -1805,10 +1801,10 @@ async fn a_backup_picked_from_a_bucket_left_a_stand_in_of_its_header_in_the_loca
     assert_eq!(latest.outputs["manifest_authenticated"], true, "{latest:?}");
     let named = run.main().step("named");
     use sha2::Digest;
-    let sha: String = sha2::Sha256::digest(&dump.stdout).iter().map(|b| format!("{b:02x}")).collect();
+    let sha: String = sha2::Sha256::digest(&dump).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(named.outputs["origin"], "foreign", "{named:?}");
     assert_eq!(named.outputs["sha256"], sha.as_str(), "{named:?}");
-    assert_eq!(named.outputs["size"], dump.stdout.len(), "{named:?}");
+    assert_eq!(named.outputs["size"], dump.len(), "{named:?}");
     for name in [archive.rsplit('/').next().unwrap_or_default(), "shop_20261101_020000.sql.gz"] {
         assert!(!listed.lines().any(|l| l.ends_with(name)), "a local file of {name} in the mirror: {listed}");
     }
