@@ -36,9 +36,10 @@ pub struct EphemeralWith {
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     ready_timeout: Option<Duration>,
     /// where a native server keeps its files: disk (default, the temp directory), memory
-    /// (/dev/shm when twice `data_size` fits there and in half the available memory, else
-    /// disk) or auto (/dev/shm when twice `data_size` takes at most min(25% of the available
-    /// memory, 50% of /dev/shm's free space), else disk). In memory nothing is written back
+    /// (/dev/shm when twice `data_size` and 128 MiB for the cluster's own files fit there and
+    /// in half the available memory, else disk) or auto (/dev/shm when they take at most
+    /// min(25% of the available memory, 50% of /dev/shm's free space), else disk). In memory
+    /// nothing is written back
     /// to a disk while the restore runs, and the files go at once when the server ends; a
     /// container keeps its files in the container
     #[serde(default = "disk")]
@@ -46,7 +47,8 @@ pub struct EphemeralWith {
     data: String,
     /// bytes the server is expected to take in, for `data`'s choice (verify passes the plain
     /// dump's size; the server's files are counted as twice that, for indexes and free
-    /// space); 0: not known, and auto keeps the files on disk
+    /// space, and 128 MiB for the empty cluster and its WAL); 0: not known, and auto keeps the
+    /// files on disk
     #[serde(default, deserialize_with = "super::de::int")]
     data_size: u64,
 }
@@ -67,16 +69,22 @@ fn data_parent(data: &str, size: u64) -> (Option<PathBuf>, String) {
     choose_data(data, size, crate::util::memory::room())
 }
 
+/// What a server's files take before anything is restored: an empty cluster (about 40 MiB
+/// for PostgreSQL 15 and 17) and the WAL it keeps (`min_wal_size`, 80 MiB), rounded up. A
+/// container's /dev/shm (64 MiB by default) never holds it, whatever the dump's size.
+const CLUSTER_FILES: u64 = 128 << 20;
+
 /// `data_parent` for a tmpfs with the `room` (free bytes, available memory) given.
 fn choose_data(data: &str, size: u64, room: Result<(u64, u64), String>) -> (Option<PathBuf>, String) {
     use crate::util::memory::{fits, within_share, TMPFS};
-    let files = size.saturating_mul(2);
+    let files = size.saturating_mul(2).saturating_add(CLUSTER_FILES);
+    let what = "twice the plain dump and 128 MiB for the cluster's own files";
     let choice = match (data, room) {
         (DISK, _) => Err("asked for".into()),
         (_, Err(why)) => Err(why),
         (AUTO, _) if size == 0 => Err("the size it will hold is not known".into()),
-        (AUTO, Ok((free, available))) => within_share("twice the plain dump", files, free, available, 0, ""),
-        (_, Ok((free, available))) => fits("twice the plain dump", files, free, available),
+        (AUTO, Ok((free, available))) => within_share(what, files, free, available, 0, ""),
+        (_, Ok((free, available))) => fits(what, files, free, available),
     };
     match choice {
         Ok(why) => (Some(PathBuf::from(TMPFS)), format!("data {data}: in memory ({TMPFS}): {why}")),
@@ -260,11 +268,15 @@ mod tests {
         // 1 GiB dump: 2 GiB of files, within min(25% of 12 GiB, 50% of 8 GiB) = 3 GiB.
         let fits = choose_data("auto", GIB, Ok((8 * GIB, 12 * GIB)));
         assert!(memory(&fits), "{}", fits.1);
-        assert!(fits.1.contains("twice the plain dump (2048 MiB) is within 3072 MiB"), "{}", fits.1);
+        assert!(
+            fits.1.contains("twice the plain dump and 128 MiB for the cluster's own files (2176 MiB) is within 3072 MiB"),
+            "{}",
+            fits.1
+        );
         // 2 GiB dump: 4 GiB of files, over the quarter of the memory.
         let over = choose_data("auto", 2 * GIB, Ok((64 * GIB, 12 * GIB)));
         assert!(!memory(&over), "{}", over.1);
-        assert!(over.1.contains("data auto: on disk, not in memory: twice the plain dump (4096 MiB) is over 3072 MiB"), "{}", over.1);
+        assert!(over.1.contains("data auto: on disk, not in memory: twice the plain dump and 128 MiB for the cluster's own files (4224 MiB) is over 3072 MiB"), "{}", over.1);
         // Unknown size, or an unknown room: disk.
         assert!(!memory(&choose_data("auto", 0, Ok((64 * GIB, 64 * GIB)))));
         let unknown = choose_data("memory", GIB, Err("/dev/shm: ENOENT".into()));
@@ -275,5 +287,22 @@ mod tests {
         assert!(!memory(&no_room) && no_room.1.contains("does not fit in /dev/shm"), "{}", no_room.1);
         assert!(!memory(&choose_data("memory", 4 * GIB, Ok((64 * GIB, 12 * GIB)))), "over half the memory");
         assert!(!memory(&choose_data("disk", 1, Ok((64 * GIB, 64 * GIB)))));
+    }
+
+    /// Regression (issue 41): with `data: auto` verify's default, the quickstart inside a
+    /// container put a 2 MiB dump's server in the container's /dev/shm (64 MiB): twice the
+    /// dump was within half of it, but the empty cluster and its WAL are not, and the restore
+    /// failed "No space left on device". The cluster's own files count now: such a tmpfs is
+    /// never chosen, a large one still is.
+    #[test]
+    fn a_small_dump_in_a_containers_64_mib_dev_shm_was_given_memory_the_cluster_alone_overfills() {
+        const MIB: u64 = 1 << 20;
+        for data in ["auto", "memory"] {
+            let (parent, why) = choose_data(data, 2 * MIB, Ok((64 * MIB, 12 * GIB)));
+            assert_eq!(parent, None, "{why}");
+            assert!(why.contains("(132 MiB)"), "{why}");
+            let (parent, why) = choose_data(data, 2 * MIB, Ok((8 * GIB, 12 * GIB)));
+            assert!(parent.is_some(), "{why}");
+        }
     }
 }

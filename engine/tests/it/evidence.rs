@@ -585,7 +585,9 @@ async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup
     let Some(disk) = SmallDisk::mount(&t.path().join("small"), "64m") else { return };
     std::fs::set_permissions(&disk.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");
     let junit = t.path().join("v.xml");
-    let out = verify_run(&storage, "shop", &[], &junit).env("TMPDIR", &disk.0).output();
+    // The server's files on that disk (`data=auto`, verify's default, would put them in
+    // /dev/shm, where this restore fits).
+    let out = verify_run(&storage, "shop", &["data=disk"], &junit).env("TMPDIR", &disk.0).output();
     assert_eq!(out.code, Some(3), "{}", out.all());
     assert!(out.all().contains("disk is full"), "{}", out.all());
     let cases = junit_cases(&junit);
