@@ -27,12 +27,8 @@ use source::PhysicalSource;
 /// `barman-cloud:URL?server=...`.
 /// The tool's binary is found (and its version asked) here, so a missing tool is the
 /// environment's failure before anything else runs. What a source reads through pgdrill's
-/// own stores (barman-cloud's backup.info) is opened among the command's `stores`.
-pub fn open(location: &str, stores: &crate::storage::Opened) -> Result<Box<dyn PhysicalSource>, Failure> {
-    open_with(location, stores, Default::default())
-}
-
-/// [`open`], the source's tool calls (its version probes first) run through `stop`: a step
+/// own stores (barman-cloud's backup.info) is opened among the command's `stores`. The
+/// source's tool calls (its version probes first) run through `stop`: a step or command
 /// watches it before opening, so Ctrl-C or the step's timeout ends any of them at once.
 pub fn open_with(
     location: &str,
