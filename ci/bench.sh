@@ -410,9 +410,17 @@ TCK=$(getconf CLK_TCK)
 # measure OUT cmd...: runs cmd; writes "wall_ms cpu_ms peak_rss_kib" to OUT. CPU is user+sys
 # of cmd and every process it waited for (GNU time); peak RSS is the command's own VmHWM
 # (sampled; a throwaway server pgdrill starts is not counted in it).
+# What else the machine did during a round, printed beside it: CPU time the hypervisor took
+# (steal), major page faults and pages the kernel reclaimed by direct scans. A round whose
+# wall and CPU both grow with these is the machine's noise, not the command's.
+noise_now() {
+  awk '/^cpu / { print $9 }' /proc/stat
+  awk '$1 == "pgmajfault" || $1 == "pgscan_direct" { print $2 }' /proc/vmstat
+}
 measure() {
   local out="$1"; shift
-  local tf="$WORK/time.$RANDOM" t0 t1 hwm=0 pid h
+  local tf="$WORK/time.$RANDOM" t0 t1 hwm=0 pid h n0
+  n0=$(noise_now | tr '\n' ' ')
   t0=$(now_ms)
   /usr/bin/time -f '%U %S' -o "$tf" "$@" &
   pid=$!
@@ -429,6 +437,9 @@ measure() {
   t1=$(now_ms)
   awk -v w=$((t1 - t0)) -v h="$hwm" '{ printf "%d %d %d\n", w, ($1 + $2) * 1000, h }' "$tf" >"$out"
   rm -f "$tf"
+  # shellcheck disable=SC2086
+  set -- $n0 $(noise_now | tr '\n' ' ')
+  echo "[bench]   round: wall $((t1 - t0)) ms; steal $((($4 - $1) * 1000 / TCK)) ms, major faults $(($5 - $2)), pages scanned directly $(($6 - $3))" >&2
 }
 median_of() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 # col FILE N: the median of column N of FILE's lines
@@ -600,6 +611,10 @@ bench_size() {  # scale documents
     settle
     measure "$S/m" "${5:-$BIN}" run "${2:-verify}" --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
       --var jobs=2 --var fingerprint="$1" --var force=true ${4:+--var staging="$4"} --report "$rep" --junit "$rep.xml" >/dev/null
+    # Where the run put its staged dump and its server's files, and whether the data offsets
+    # were recorded (without them pg_restore -j scans the dump for every table).
+    grep -rhoE "(data (auto|memory|disk): [^:]*|staging [a-z]*: [^:]*|recorded where the data of [0-9]+ entries starts|data offsets not recorded[^:]*)" "$rep" 2>/dev/null \
+      | sort -u | sed 's/^/[bench]   verify: /' >&2 || true
     # Each main step's seconds, and the run cut into the segments of its critical path
     # (seg_*), from each step's start and duration in run.json: what the floor below is
     # computed from, and where the rest of the wall goes.
