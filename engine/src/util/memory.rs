@@ -255,9 +255,11 @@ pub enum InMemory {
     Staging,
 }
 
-/// Whether an error's text says a disk was full (ENOSPC, as the system and PostgreSQL word it).
+/// Whether an error's text says a disk was full: ENOSPC as the system words it, or
+/// PostgreSQL's short write of a relation, which names no errno ("could not extend file
+/// ...: wrote only 4096 of 8192 bytes at block 140", found when a tmpfs filled mid-page).
 pub fn says_full(text: &str) -> bool {
-    text.contains("No space left on device")
+    text.contains("No space left on device") || text.contains("could not extend file")
 }
 
 /// What a run says when the tmpfs it chose filled all the same (a server's files outgrew the
@@ -367,6 +369,9 @@ mod tests {
     #[test]
     fn a_full_tmpfs_names_the_variable_that_keeps_the_files_on_disk() {
         assert!(super::says_full("could not extend file \"base/1/2\": No space left on device"));
+        assert!(super::says_full(
+            "ERROR:  could not extend file \"base/2821328986/16423\": wrote only 4096 of 8192 bytes at block 140"
+        ));
         assert!(!super::says_full("out of memory"));
         let data = super::full_remedy(super::InMemory::Data);
         assert!(data.starts_with("/dev/shm is full: run again with `--var data=disk`"), "{data}");
