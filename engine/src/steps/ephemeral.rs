@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::pg::ephemeral::{parse_major, Ephemeral, Options, Provider};
 use crate::template::is_template;
-use crate::util::memory::{InMemory, Reservation, Reserved};
+use crate::util::memory::{InMemory, Reservation, Reserved, TMPFS};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -99,7 +99,7 @@ fn choose_data(
     room: Result<(u64, u64), String>,
     reserved: Reserved,
 ) -> (Option<PathBuf>, String) {
-    use crate::util::memory::{fits, within_share, TMPFS};
+    use crate::util::memory::{fits, within_share};
     let files = server_files(size);
     let what = "twice the plain dump and 128 MiB for the cluster's own files";
     let choice = match (data, room.map(|r| reserved.left(r))) {
@@ -224,7 +224,10 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
     // The room stays reserved while the server's files are in the tmpfs: the reservation is
     // pushed before the server, so it ends after it (resources end newest first).
     if let Some(r) = reservation.filter(|_| server.provider == "native") {
-        ctx.resources.push(format!("the {} reserved in {} for step `{}`", crate::util::memory::mib(r.bytes), crate::util::memory::TMPFS, ctx.step), Box::new(r));
+        let what = format!("the {} reserved in {TMPFS} for step `{}`", crate::util::memory::mib(r.bytes), ctx.step);
+        ctx.resources.push(what, Box::new(r));
+        // Tests: a run that holds its room while another chooses.
+        crate::util::test_pause("memory-reserved");
     }
     ctx.redactor.add(&server.password);
     let startup = started.elapsed();
