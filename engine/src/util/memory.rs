@@ -180,6 +180,7 @@ fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o644)
         .open(&path)
         .or_else(|_| std::fs::File::open(&path))
