@@ -712,6 +712,19 @@ pub fn live_postmaster(data: &Path) -> Option<Pid> {
     (cwd == data).then(|| Pid::from_raw(pid))
 }
 
+/// Whether a server this process started with its directory in `parent` said in its log
+/// that its disk was full ("No space left on device": a relation or its WAL that could not
+/// be written). A client sees only part of it (a failed COPY, or a lost connection when the
+/// WAL's write took the server down); the server's log says where.
+pub fn filled_in(parent: &Path) -> bool {
+    let mine = format!("{DIR_PREFIX}{}-", std::process::id());
+    let Ok(entries) = fs::read_dir(parent) else { return false };
+    entries.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&mine))).any(|e| {
+        fs::read(e.path().join("server.log"))
+            .is_ok_and(|log| crate::util::memory::says_full(&String::from_utf8_lossy(&log)))
+    })
+}
+
 /// Remove temp directories of servers whose pgdrill process is gone, killing their
 /// postmaster if it somehow survived: in the temp directory and in the tmpfs a server's
 /// files may be kept in.
@@ -772,6 +785,26 @@ mod tests {
         assert_eq!(super::quote_ident(r#"a "b""#), r#""a ""b""""#);
         assert_eq!(super::quote_literal("it's"), "'it''s'");
         assert_eq!(super::quote_literal(r"a\b"), r"'a\b'", "a backslash is an ordinary character");
+    }
+
+    /// Issue 41: a throwaway whose files are in the tmpfs fills it; whether it did is read in
+    /// the log of this process's own servers there, never in another process's.
+    #[test]
+    fn a_full_disk_is_read_in_this_processs_own_servers_logs() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let me = std::process::id();
+        let full = "ERROR:  could not extend file \"base/16384/16390\": No space left on device\n";
+        let other = tmp.path().join(format!("{}1-abcdef", super::DIR_PREFIX));
+        std::fs::create_dir(&other).expect("dir");
+        std::fs::write(other.join("server.log"), full).expect("log");
+        assert!(!super::filled_in(tmp.path()), "another process's server");
+        let mine = tmp.path().join(format!("{}{me}-ghijkl", super::DIR_PREFIX));
+        std::fs::create_dir(&mine).expect("dir");
+        std::fs::write(mine.join("server.log"), "LOG:  database system is ready to accept connections\n").expect("log");
+        assert!(!super::filled_in(tmp.path()), "a log that says nothing of it");
+        std::fs::write(mine.join("server.log"), format!("LOG:  ready\n{full}")).expect("log");
+        assert!(super::filled_in(tmp.path()));
+        assert!(!super::filled_in(&tmp.path().join("missing")));
     }
 
     /// Found as a flake: a directory another pgdrill had just made (before its `owner.pid`)

@@ -373,32 +373,44 @@ pub struct CheckOutputs {
 const MEMORY: &str = "memory";
 /// `staging: auto`: memory when the dump fits comfortably (`auto_share`), else disk.
 const AUTO: &str = "auto";
-use crate::util::memory::TMPFS;
+use crate::util::memory::{InMemory, Reservation, TMPFS};
 
 /// Where `staging: memory` stages: /dev/shm, when the plain dump (its size from the
 /// manifest) fits there and in half of the memory available; else why not. Staged in
 /// memory, the dump is never written to disk, where at 2.5 GB its write-back slowed the
 /// restore beside it (README, "Verification by restore").
-fn in_memory(raw: &Result<u64, String>) -> Result<PathBuf, String> {
-    let (raw, free, available) = memory_room(raw)?;
-    fits_in_memory(raw, free, available)?;
-    Ok(PathBuf::from(TMPFS))
+fn in_memory(raw: &Result<u64, String>) -> Result<(PathBuf, String, Reservation), String> {
+    memory_room(raw, |raw, free, available| fits_in_memory(raw, free, available).map(|_| String::new()))
 }
 
-/// The plain dump's size (`raw`, from the manifest), the tmpfs's free bytes and the
-/// available memory (`util::memory::room`).
-fn memory_room(raw: &Result<u64, String>) -> Result<(u64, u64, u64), String> {
+/// The choice of memory `rule` makes for the plain dump (`raw`, its size from the manifest)
+/// given the tmpfs's free bytes and the available memory (`util::memory::room`), less what
+/// runs still running have reserved there: made under the tmpfs's lock, and the dump's bytes
+/// reserved there when it goes to memory, so two runs started together cannot both take
+/// the same room. `Ok`: /dev/shm, what the rule said and what others reserved, and the
+/// reservation; `Err`: why not.
+fn memory_room(
+    raw: &Result<u64, String>,
+    rule: impl FnOnce(u64, u64, u64) -> Result<String, String>,
+) -> Result<(PathBuf, String, Reservation), String> {
     let raw = raw.clone().map_err(|why| format!("the plain dump's size is not known ({why})"))?;
-    let (free, available) = crate::util::memory::room()?;
-    Ok((raw, free, available))
+    let mut said = Err(String::new());
+    let reservation = crate::util::memory::reserve(|room, reserved| {
+        said = room.and_then(|room| {
+            let (free, available) = reserved.left(room);
+            rule(raw, free, available).map(|why| reserved.after(why)).map_err(|why| reserved.after(why))
+        });
+        said.is_ok().then_some(raw)
+    })?;
+    let why = said?;
+    let reservation = reservation.ok_or("the room it takes was not reserved")?;
+    Ok((PathBuf::from(TMPFS), why, reservation))
 }
 
 /// `staging: auto`'s choice for a backup whose plain dump is `raw` bytes: /dev/shm with the
 /// line saying why, or why not (then the dump is staged on disk beside the backup).
-fn auto_staging(raw: &Result<u64, String>, max: u64) -> Result<(PathBuf, String), String> {
-    let (raw, free, available) = memory_room(raw)?;
-    let why = auto_share(raw, free, available, max)?;
-    Ok((PathBuf::from(TMPFS), why))
+fn auto_staging(raw: &Result<u64, String>, max: u64) -> Result<(PathBuf, String, Reservation), String> {
+    memory_room(raw, |raw, free, available| auto_share(raw, free, available, max))
 }
 
 /// The rule of `staging: auto` (README, "Verification"): a plain dump of `raw` bytes is
@@ -449,10 +461,16 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         Some(d) => Some(ctx.local("staging", d)?),
         None => None,
     };
+    // The room a dump staged in memory takes there, reserved until the staged dump is removed.
+    let mut reservation = None;
     let stage = w.stage.then(|| match w.staging.as_deref().filter(|d| !d.is_empty()) {
         Some(MEMORY) => match in_memory(&raw) {
-            Ok(dir) => {
-                ctx.log(format!("staging in memory ({})", dir.display()));
+            Ok((dir, why, r)) => {
+                reservation = Some(r);
+                match why.strip_prefix(", ") {
+                    Some(reserved) => ctx.log(format!("staging in memory ({}): {reserved}", dir.display())),
+                    None => ctx.log(format!("staging in memory ({})", dir.display())),
+                }
                 dir
             }
             Err(why) => {
@@ -461,7 +479,8 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
             }
         },
         Some(AUTO) => match auto_staging(&raw, w.staging_memory_max) {
-            Ok((dir, why)) => {
+            Ok((dir, why, r)) => {
+                reservation = Some(r);
                 ctx.log(format!("staging auto: in memory ({}): {why}", dir.display()));
                 dir
             }
@@ -502,7 +521,13 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     })
     .await
     .map_err(|e| StepError::environment(e.to_string()))?
-    .map_err(StepError::from)?;
+    .map_err(|mut f| {
+        // The dump staged in memory filled the tmpfs: say the remedy.
+        if reservation.is_some() && crate::util::memory::says_full(&f.message) {
+            f.message = format!("{}; {}", f.message, crate::util::memory::full_remedy(InMemory::Staging));
+        }
+        StepError::from(f)
+    })?;
     let staged = match staged {
         Some(st) => {
             let p = st.file.0.display().to_string();
@@ -512,7 +537,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
                 Ok(n) => ctx.log(format!("recorded where the data of {n} entries starts, for parallel restore")),
                 Err(why) => ctx.log(format!("data offsets not recorded ({why}): pg_restore will scan for them")),
             }
-            ctx.resources.push(format!("staged dump {p}"), Box::new(st.file));
+            ctx.resources.push(format!("staged dump {p}"), Box::new(StagedWithRoom(st.file, reservation)));
             p
         }
         None => {
@@ -563,10 +588,18 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     Ok(CheckOutputs { tables: checked.tables, sha256, staged, privileges })
 }
 
+/// A staged dump, and the reservation of the tmpfs's room it takes when staged in memory:
+/// the reservation ends after the dump is removed, never before.
+struct StagedWithRoom(backup::Staged, Option<Reservation>);
+
 /// A staged dump lives until the runbook ends (the restore that reads it may come later).
-impl super::Teardown for backup::Staged {
+impl super::Teardown for StagedWithRoom {
     fn teardown(self: Box<Self>) -> super::BoxFuture<'static, ()> {
-        Box::pin(async move { tokio::task::spawn_blocking(move || drop(self)).await.unwrap_or_default() })
+        let StagedWithRoom(staged, reservation) = *self;
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || drop(staged)).await.unwrap_or_default();
+            drop(reservation);
+        })
     }
 
     /// Its own private directory: no server or file of the run is inside it.

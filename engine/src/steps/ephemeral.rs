@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::pg::ephemeral::{parse_major, Ephemeral, Options, Provider};
 use crate::template::is_template;
+use crate::util::memory::{InMemory, Reservation, Reserved, TMPFS};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -61,12 +62,22 @@ const DISK: &str = "disk";
 const MEMORY: &str = "memory";
 const AUTO: &str = "auto";
 
-/// Where `data` puts a native server's files, and the line that says why.
-fn data_parent(data: &str, size: u64) -> (Option<PathBuf>, String) {
+/// Where `data` puts a native server's files, the line that says why, and the reservation
+/// of the tmpfs's room they take there: chosen under the tmpfs's lock, from its room less
+/// what runs still running have reserved, so two runs started together cannot both take it.
+fn data_parent(data: &str, size: u64) -> (Option<PathBuf>, String, Option<Reservation>) {
     if data == DISK {
-        return (None, "data on disk".into());
+        return (None, "data on disk".into(), None);
     }
-    choose_data(data, size, crate::util::memory::room())
+    let mut chosen = (None, String::new());
+    let reserved = crate::util::memory::reserve(|room, reserved| {
+        chosen = choose_data(data, size, room, reserved);
+        chosen.0.as_ref().map(|_| server_files(size))
+    });
+    match reserved {
+        Ok(r) => (chosen.0, chosen.1, r),
+        Err(why) => (None, format!("data {data}: on disk, not in memory: {why}"), None),
+    }
 }
 
 /// What a server's files take before anything is restored: an empty cluster (about 40 MiB
@@ -74,18 +85,31 @@ fn data_parent(data: &str, size: u64) -> (Option<PathBuf>, String) {
 /// container's /dev/shm (64 MiB by default) never holds it, whatever the dump's size.
 const CLUSTER_FILES: u64 = 128 << 20;
 
-/// `data_parent` for a tmpfs with the `room` (free bytes, available memory) given.
-fn choose_data(data: &str, size: u64, room: Result<(u64, u64), String>) -> (Option<PathBuf>, String) {
-    use crate::util::memory::{fits, within_share, TMPFS};
-    let files = size.saturating_mul(2).saturating_add(CLUSTER_FILES);
+/// What a server's files are counted as for a plain dump of `size` bytes: twice the dump
+/// (indexes, free space) and the cluster's own files.
+fn server_files(size: u64) -> u64 {
+    size.saturating_mul(2).saturating_add(CLUSTER_FILES)
+}
+
+/// `data_parent` for a tmpfs with the `room` (free bytes, available memory) given, of which
+/// runs still running have `reserved` some.
+fn choose_data(
+    data: &str,
+    size: u64,
+    room: Result<(u64, u64), String>,
+    reserved: Reserved,
+) -> (Option<PathBuf>, String) {
+    use crate::util::memory::{fits, within_share};
+    let files = server_files(size);
     let what = "twice the plain dump and 128 MiB for the cluster's own files";
-    let choice = match (data, room) {
+    let choice = match (data, room.map(|r| reserved.left(r))) {
         (DISK, _) => Err("asked for".into()),
         (_, Err(why)) => Err(why),
         (AUTO, _) if size == 0 => Err("the size it will hold is not known".into()),
         (AUTO, Ok((free, available))) => within_share(what, files, free, available, 0, ""),
         (_, Ok((free, available))) => fits(what, files, free, available),
     };
+    let choice = choice.map(|why| reserved.after(why)).map_err(|why| reserved.after(why));
     match choice {
         Ok(why) => (Some(PathBuf::from(TMPFS)), format!("data {data}: in memory ({TMPFS}): {why}")),
         Err(why) => (None, format!("data {data}: on disk, not in memory: {why}")),
@@ -180,15 +204,30 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         ready_timeout: w.ready_timeout,
         parent: None,
     };
-    let (parent, why) = data_parent(&w.data, w.data_size);
+    let (parent, why, reservation) = data_parent(&w.data, w.data_size);
+    let in_memory = parent.is_some();
     let opts = Options { parent, ..opts };
-    let server = Ephemeral::start(opts).await?;
+    let server = Ephemeral::start(opts).await.map_err(|mut e| {
+        // An initdb or a start that filled the tmpfs chosen for its files: say the remedy.
+        if in_memory && crate::util::memory::says_full(&e.message) {
+            e.message = format!("{}; {}", e.message, crate::util::memory::full_remedy(InMemory::Data));
+        }
+        e
+    })?;
     if w.data != DISK {
         if server.provider == "native" {
             ctx.log(why);
         } else {
             ctx.log(format!("data {}: the container keeps the server's files", w.data));
         }
+    }
+    // The room stays reserved while the server's files are in the tmpfs: the reservation is
+    // pushed before the server, so it ends after it (resources end newest first).
+    if let Some(r) = reservation.filter(|_| server.provider == "native") {
+        let what = format!("the {} reserved in {TMPFS} for step `{}`", crate::util::memory::mib(r.bytes), ctx.step);
+        ctx.resources.push(what, Box::new(r));
+        // Tests: a run that holds its room while another chooses.
+        crate::util::test_pause("memory-reserved");
     }
     ctx.redactor.add(&server.password);
     let startup = started.elapsed();
@@ -247,6 +286,13 @@ pub(crate) async fn identity(url: &str) -> (Option<String>, Option<String>) {
     (system_identifier, host)
 }
 
+/// A reservation of the tmpfs ends with the run's use of it (`util::memory::Reservation`).
+impl super::Teardown for Reservation {
+    fn teardown(self: Box<Self>) -> super::BoxFuture<'static, ()> {
+        Box::pin(async move { drop(self) })
+    }
+}
+
 impl super::Teardown for Ephemeral {
     fn teardown(self: Box<Self>) -> super::BoxFuture<'static, ()> {
         Box::pin(async move { self.stop().await })
@@ -255,7 +301,7 @@ impl super::Teardown for Ephemeral {
 
 #[cfg(test)]
 mod tests {
-    use super::choose_data;
+    use super::{choose_data, Reserved};
 
     const GIB: u64 = 1 << 30;
 
@@ -266,7 +312,7 @@ mod tests {
     fn a_servers_files_go_to_memory_only_when_twice_the_dump_fits_the_rule() {
         let memory = |(p, _): &(Option<std::path::PathBuf>, String)| p.as_deref() == Some(std::path::Path::new("/dev/shm"));
         // 1 GiB dump: 2 GiB of files, within min(25% of 12 GiB, 50% of 8 GiB) = 3 GiB.
-        let fits = choose_data("auto", GIB, Ok((8 * GIB, 12 * GIB)));
+        let fits = choose_data("auto", GIB, Ok((8 * GIB, 12 * GIB)), Reserved::default());
         assert!(memory(&fits), "{}", fits.1);
         assert!(
             fits.1.contains("twice the plain dump and 128 MiB for the cluster's own files (2176 MiB) is within 3072 MiB"),
@@ -274,19 +320,43 @@ mod tests {
             fits.1
         );
         // 2 GiB dump: 4 GiB of files, over the quarter of the memory.
-        let over = choose_data("auto", 2 * GIB, Ok((64 * GIB, 12 * GIB)));
+        let over = choose_data("auto", 2 * GIB, Ok((64 * GIB, 12 * GIB)), Reserved::default());
         assert!(!memory(&over), "{}", over.1);
         assert!(over.1.contains("data auto: on disk, not in memory: twice the plain dump and 128 MiB for the cluster's own files (4224 MiB) is over 3072 MiB"), "{}", over.1);
         // Unknown size, or an unknown room: disk.
-        assert!(!memory(&choose_data("auto", 0, Ok((64 * GIB, 64 * GIB)))));
-        let unknown = choose_data("memory", GIB, Err("/dev/shm: ENOENT".into()));
+        assert!(!memory(&choose_data("auto", 0, Ok((64 * GIB, 64 * GIB)), Reserved::default())));
+        let unknown = choose_data("memory", GIB, Err("/dev/shm: ENOENT".into()), Reserved::default());
         assert!(!memory(&unknown) && unknown.1.contains("/dev/shm: ENOENT"), "{}", unknown.1);
         // `memory` goes further than auto: half the memory, a quarter of the tmpfs to spare.
-        assert!(memory(&choose_data("memory", 2 * GIB, Ok((64 * GIB, 12 * GIB)))));
-        let no_room = choose_data("memory", 2 * GIB, Ok((4 * GIB, 64 * GIB)));
+        assert!(memory(&choose_data("memory", 2 * GIB, Ok((64 * GIB, 12 * GIB)), Reserved::default())));
+        let no_room = choose_data("memory", 2 * GIB, Ok((4 * GIB, 64 * GIB)), Reserved::default());
         assert!(!memory(&no_room) && no_room.1.contains("does not fit in /dev/shm"), "{}", no_room.1);
-        assert!(!memory(&choose_data("memory", 4 * GIB, Ok((64 * GIB, 12 * GIB)))), "over half the memory");
-        assert!(!memory(&choose_data("disk", 1, Ok((64 * GIB, 64 * GIB)))));
+        assert!(!memory(&choose_data("memory", 4 * GIB, Ok((64 * GIB, 12 * GIB)), Reserved::default())), "over half the memory");
+        assert!(!memory(&choose_data("disk", 1, Ok((64 * GIB, 64 * GIB)), Reserved::default())));
+    }
+
+    /// Issue 41: two verifies started together both saw /dev/shm empty, both chose memory,
+    /// and together could fill it. The second now chooses with the first's reservation (the
+    /// first's server files) taken from the room, and stays on disk, saying so.
+    #[test]
+    fn two_throwaways_started_together_cannot_both_take_the_same_memory() {
+        const MIB: u64 = 1 << 20;
+        let room = || Ok((4 * GIB, 64 * GIB));
+        // 700 MiB of plain dump: 1528 MiB of server files, within half of 4 GiB free.
+        let (first, why) = choose_data("auto", 700 * MIB, room(), Reserved::default());
+        assert!(first.is_some(), "{why}");
+        let taken = Reserved { bytes: super::server_files(700 * MIB), this_run: false, others: 1 };
+        let (second, why) = choose_data("auto", 700 * MIB, room(), taken);
+        assert_eq!(second, None, "{why}");
+        assert!(
+            why.contains("data auto: on disk, not in memory: twice the plain dump and 128 MiB for the cluster's own files (1528 MiB) is over 1284 MiB")
+                && why.ends_with("after 1528 MiB reserved by 1 other run"),
+            "{why}"
+        );
+        // `memory` too: the tmpfs less the reservation has no quarter to spare.
+        let (second, why) = choose_data("memory", 1200 * MIB, Ok((4 * GIB, 64 * GIB)), taken);
+        assert_eq!(second, None, "{why}");
+        assert!(why.contains("does not fit in /dev/shm (2568 MiB free)"), "{why}");
     }
 
     /// Regression (issue 41): with `data: auto` verify's default, the quickstart inside a
@@ -298,10 +368,10 @@ mod tests {
     fn a_small_dump_in_a_containers_64_mib_dev_shm_was_given_memory_the_cluster_alone_overfills() {
         const MIB: u64 = 1 << 20;
         for data in ["auto", "memory"] {
-            let (parent, why) = choose_data(data, 2 * MIB, Ok((64 * MIB, 12 * GIB)));
+            let (parent, why) = choose_data(data, 2 * MIB, Ok((64 * MIB, 12 * GIB)), Reserved::default());
             assert_eq!(parent, None, "{why}");
             assert!(why.contains("(132 MiB)"), "{why}");
-            let (parent, why) = choose_data(data, 2 * MIB, Ok((8 * GIB, 12 * GIB)));
+            let (parent, why) = choose_data(data, 2 * MIB, Ok((8 * GIB, 12 * GIB)), Reserved::default());
             assert!(parent.is_some(), "{why}");
         }
     }

@@ -868,13 +868,20 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
     .map_err(|f| {
         // A throwaway whose disk filled, which ran out of memory, crashed or was shut down,
         // or a lost connection, says nothing about the backup: exit 3, never a verdict.
-        match crate::backup::environment_in_stderr(&f.message.replace(" | ", "\n")).filter(|_| f.class == crate::error::Class::Failed) {
+        let mut f = match crate::backup::environment_in_stderr(&f.message.replace(" | ", "\n")).filter(|_| f.class == crate::error::Class::Failed) {
             Some(what) => {
                 let why = format!("{what}: the environment failed, not the backup");
-                StepError::from(f.context(why).in_class(crate::error::Class::Environment))
+                f.context(why).in_class(crate::error::Class::Environment)
             }
-            None => StepError::from(f),
+            None => f,
+        };
+        // A throwaway of this run whose files are in the tmpfs filled it (its log says so,
+        // whether the client saw a full disk or a lost connection): say the remedy.
+        let tmpfs = std::path::Path::new(crate::util::memory::TMPFS);
+        if f.class == crate::error::Class::Environment && crate::pg::native::filled_in(tmpfs) {
+            f.message = format!("{}; {}", f.message, crate::util::memory::full_remedy(crate::util::memory::InMemory::Data));
         }
+        StepError::from(f)
     })?;
     ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
     ctx.fact(crate::facts::Fact::Verified);

@@ -626,3 +626,138 @@ async fn a_stale_backup_whose_content_was_proven_was_recorded_as_failed() {
     assert!(text(&listed.stdout).contains("passed (stale)"), "{}", text(&listed.stdout));
     s.stop().await;
 }
+
+/// A mount namespace of its own whose /dev/shm is a fresh tmpfs, held by a sleeping process:
+/// the tmpfs pgdrill chooses memory in, small enough to fill, with nothing else of the
+/// machine's in it, shared by the commands run in it (`command`). Ends when dropped.
+struct OwnDevShm(std::process::Child);
+
+impl OwnDevShm {
+    /// A /dev/shm of `size`. None (a printed skip, a failure in CI) without the right to
+    /// make one.
+    fn new(size: &str, dir: &Path) -> Option<OwnDevShm> {
+        let ready = dir.join("dev-shm-mounted");
+        let script =
+            format!("mount -t tmpfs -o size={size},mode=1777 tmpfs /dev/shm && touch \"$0\" && exec sleep 3600");
+        let child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c", &script])
+            .arg(&ready)
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(mut child) = child else {
+            common::require(false, &format!("unshare ({child:?})"));
+            return None;
+        };
+        while !ready.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                common::require(false, &format!("a mount namespace with a tmpfs of its own ({status})"));
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(OwnDevShm(child))
+    }
+
+    /// `cmd` run in the namespace (nsenter execs it: its pid is the command's).
+    fn command(&self, cmd: std::process::Command) -> std::process::Command {
+        let mut own = std::process::Command::new("nsenter");
+        own.args(["-t", &self.0.id().to_string(), "-m", "--"]).arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => own.env(k, v),
+                None => own.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            own.current_dir(d);
+        }
+        own
+    }
+
+    /// The names in its /dev/shm.
+    fn names(&self) -> String {
+        let mut ls = std::process::Command::new("ls");
+        ls.arg("-a").arg("/dev/shm");
+        text(&self.command(ls).output().expect("ls").stdout)
+    }
+}
+
+impl Drop for OwnDevShm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 41: a throwaway whose files were put in /dev/shm (`data=memory`: twice the plain
+/// dump and the cluster's own files fit) outgrew the estimate (forty indexes, which a dump
+/// holds as one line each) and filled it; the run ended as exit 3 naming the full disk, but
+/// nothing said the remedy. Now the message names it, from the server's own log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throwaway_that_filled_dev_shm_did_not_say_to_run_again_with_data_disk() {
+    let mut data = "create table t (id int); insert into t select g from generate_series(1, 200000) g;".to_string();
+    for i in 0..40 {
+        data.push_str(&format!("create index i{i} on t (id);"));
+    }
+    let Some((s, t, storage)) = common::source_and_storage("shop", &data).await else { return };
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let junit = t.path().join("v.xml");
+    // The dump staged beside the backup: the server alone fills the tmpfs.
+    let Some(shm) = OwnDevShm::new("200m", t.path()) else { return };
+    let out = shm
+        .command(verify_run(&storage, "shop", &["data=memory", "staging="], &junit).command())
+        .output()
+        .expect("run");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(all.contains("data memory: in memory (/dev/shm)"), "{all}");
+    assert!(all.contains("/dev/shm is full: run again with `--var data=disk`"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "restore"), "error");
+    s.stop().await;
+}
+
+/// Issue 41: two verifies started together both saw /dev/shm empty and both chose memory for
+/// their throwaways, which together could fill it. The first holds its room (paused once
+/// its server's files are reserved); the second chooses with that reservation taken from
+/// the room and stays on disk, saying so; once the first is killed (its reservation left
+/// behind), the next run ignores and removes the dead run's reservation and takes memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_verifies_started_together_cannot_both_take_the_same_memory() {
+    let data = "create table t (id int); insert into t select g from generate_series(1, 1000) g";
+    let Some((s, t, storage)) = common::source_and_storage("shop", data).await else { return };
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    // 400 MiB: 128 MiB of server files is within half of it, not within half of what is left
+    // once they are reserved (and the first server has written its own).
+    let Some(shm) = OwnDevShm::new("400m", t.path()) else { return };
+    let verify = |n: usize| {
+        verify_run(&storage, "shop", &["data=auto", "staging=", "force=true"], &t.path().join(format!("{n}.xml")))
+    };
+    let flag = t.path().join("first-reserved");
+    let mut first = shm
+        .command(verify(1).command())
+        .env("PGDRILL_TEST_PAUSE_AT", "memory-reserved")
+        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("first verify");
+    while !flag.exists() {
+        assert!(first.try_wait().expect("wait").is_none(), "the first verify ended before it reserved memory");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = shm.command(verify(2).command()).output().expect("second verify");
+    let said = format!("{}{}", text(&second.stdout), text(&second.stderr));
+    assert_eq!(second.status.code(), Some(0), "{said}");
+    assert!(said.contains("data auto: on disk, not in memory: twice the plain dump"), "{said}");
+    assert!(said.contains("after 128 MiB reserved by 1 other run"), "{said}");
+    // Killed, the first leaves its reservation: a run that is gone takes no room.
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    assert!(shm.names().contains(&format!("pgdrill-reserved-{}-", first.id())), "{}", shm.names());
+    let third = shm.command(verify(3).command()).output().expect("third verify");
+    let said = format!("{}{}", text(&third.stdout), text(&third.stderr));
+    assert_eq!(third.status.code(), Some(0), "{said}");
+    assert!(said.contains("data auto: in memory (/dev/shm)") && !said.contains("reserved by"), "{said}");
+    assert!(!shm.names().contains("pgdrill-reserved-"), "every reservation gone: {}", shm.names());
+    s.stop().await;
+}
