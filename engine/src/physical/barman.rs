@@ -1056,7 +1056,7 @@ fn relisted(
             }
             _ => true,
         };
-    let gone: Vec<&str> = before.iter().map(String::as_str).filter(|n| !now.contains(*n) && readable(*n)).collect();
+    let gone: Vec<&str> = before.iter().map(String::as_str).filter(|n| !now.contains(*n) && readable(n)).collect();
     if gone.is_empty() {
         return recovery;
     }
