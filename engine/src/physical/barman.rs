@@ -717,8 +717,10 @@ pub struct BarmanCloud {
     /// Ends the running barman-cloud call (and its container) when the run is interrupted
     /// or the step times out: a restore ran to its end before pgdrill stopped.
     interrupt: tools::Interrupt,
-    /// The WAL segments the last `archive_end` listed in the store, by name: what a "latest"
-    /// that ended before that end finds gone, or not, when `judge_fetch` lists again.
+    /// The WAL segments the last `archive_end` listed in the store, by name: what a failed
+    /// recovery, whatever its target, finds gone, or not, when `judge_fetch` lists again.
+    /// `pitr::run` asks `archive_end` once before every recovery (latest or a target), so
+    /// this is that recovery's listing before, and no LIST pass more is made for it.
     wal_seen: std::sync::Mutex<Vec<String>>,
 }
 
@@ -938,29 +940,45 @@ impl PhysicalSource for BarmanCloud {
     /// tool said (`cloud_fetch_verdict`). Before, every such stop was a failed recovery
     /// (exit 1, "exit code 126"), a store that stopped answering too (issue 39).
     ///
-    /// A "latest" whose replay ended before the archive's end (`ShortOfEnd`) is judged by
-    /// listing the store again (`short_of_end`): barman-cloud-wal-restore's exit 1 is silent
-    /// for a segment removed during recovery too (the server's prefix deleted), which the
-    /// server took for the end of the WAL.
+    /// Any recovery that failed then (class Failed, whatever its target: "latest" short of
+    /// the archive's end, a time, restore point, LSN, transaction or `immediate` not
+    /// reached, the fetch above judged the archive's damage) is judged by listing the store
+    /// again (`relisted`): barman-cloud-wal-restore's exit 1 is silent for a segment removed
+    /// during recovery too (the server's prefix deleted), which the server took for the end
+    /// of the WAL. Before, only a "latest" was listed again: a time target whose WAL was
+    /// removed while it ran failed the backup (exit 1, "recovery ended before configured
+    /// recovery target was reached").
     fn judge_fetch(&self, backup: &BaseBackup, recovery: Failure) -> Failure {
-        if let Some(short) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<ShortOfEnd>()).cloned() {
-            return self.short_of_end(backup, recovery, short);
-        }
-        let Some(f) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() else {
-            return recovery;
+        let judged = match recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() {
+            Some(f) => {
+                let (class, why) = cloud_fetch_verdict(&f, &self.cloud.shown_store());
+                Failure::new(
+                    class,
+                    format!(
+                        "recovery of the backup `{}` stopped: barman-cloud-wal-restore failed fetching {} (exit {}): {}: {why}",
+                        backup.id,
+                        crate::util::visible(&f.segment),
+                        f.code,
+                        tools::last_lines(&tool_words(&f.said), 3)
+                    ),
+                )
+                .with_source(f)
+            }
+            None => recovery,
         };
-        let (class, why) = cloud_fetch_verdict(&f, &self.cloud.shown_store());
-        Failure::new(
-            class,
-            format!(
-                "recovery of the backup `{}` stopped: barman-cloud-wal-restore failed fetching {} (exit {}): {}: {why}",
-                backup.id,
-                crate::util::visible(&f.segment),
-                f.code,
-                tools::last_lines(&tool_words(&f.said), 3)
-            ),
-        )
-        .with_source(f)
+        if judged.class != crate::error::Class::Failed {
+            return judged;
+        }
+        let before = self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Nothing listed before the recovery: nothing can have been removed since, and a
+        // second listing could only turn the backup's failure into the store's.
+        if before.is_empty() {
+            return judged;
+        }
+        let now =
+            self.cloud.wal_objects(&self.stores).map(|l| l.map(|listed| segment_names(&listed).into_iter().collect()));
+        let read_from = backup.start_lsn.map(|l| (backup.timeline.unwrap_or(1), l));
+        relisted(&backup.id, judged, &before, now, read_from, &self.cloud.shown_store())
     }
 
     /// For a throwaway in Docker: the restore_command's script and the files the cloud
@@ -981,10 +999,12 @@ impl PhysicalSource for BarmanCloud {
     /// `<server>/wals/` in the store (`wal_end`), which "latest" must replay. Before, a
     /// recovery that ran out early (a segment missing in between, its exit 1 silent) passed.
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
-        let Some(listed) = self.cloud.wal_objects(&self.stores)? else { return Ok(None) };
+        let listed = self.cloud.wal_objects(&self.stores)?;
+        // A store pgdrill cannot list leaves nothing seen: never an older listing's segments,
+        // which a later recovery would find "removed".
         *self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()) =
-            listed.iter().filter_map(|m| wal_segment(&m.key)).map(|(name, ..)| name).collect();
-        Ok(wal_end(&listed, timeline))
+            listed.as_deref().map(segment_names).unwrap_or_default();
+        Ok(listed.and_then(|l| wal_end(&l, timeline)))
     }
 
     fn interrupt(&self) -> Option<tools::Interrupt> {
@@ -992,45 +1012,72 @@ impl PhysicalSource for BarmanCloud {
     }
 }
 
-impl BarmanCloud {
-    /// A "latest" that ended before the archive's end, judged by the store listed again:
-    /// segments the listing before the recovery held that are gone now were removed while it
-    /// ran, which the server, told "no such segment", took for the end of the WAL: the
-    /// environment's, no verdict. Nothing gone: the gap was in the archive all along, the
-    /// backup's failure as the recovery said. A store that cannot be listed again cannot
-    /// tell the two apart: the environment's too.
-    fn short_of_end(&self, backup: &BaseBackup, recovery: Failure, short: ShortOfEnd) -> Failure {
-        let before = self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let store = self.cloud.shown_store();
-        let now: std::collections::HashSet<String> = match self.cloud.wal_objects(&self.stores) {
-            Ok(Some(listed)) => listed.iter().filter_map(|m| wal_segment(&m.key)).map(|(name, ..)| name).collect(),
-            Ok(None) => return recovery,
-            Err(e) => {
-                return Failure::environment(format!(
-                    "{}; the store {store} cannot be listed again to tell a gap in the archive from WAL removed during recovery ({}): no verdict on the backup",
-                    recovery.message, e.message
-                ))
-                .with_source(short)
+/// The names of the WAL segments a listing of `<server>/wals/` holds (`wal_segment`).
+fn segment_names(listed: &[crate::storage::Meta]) -> Vec<String> {
+    listed.iter().filter_map(|m| wal_segment(&m.key)).map(|(name, ..)| name).collect()
+}
+
+/// A failed recovery of the backup `id`, judged by the store's WAL listed again (`now`)
+/// against the segments listed before it (`before`): segments gone now that the recovery
+/// could read (from `read_from`, the backup's timeline and start, when known: WAL older
+/// than the backup that a retention run removes meanwhile is no reason) were removed while
+/// it ran, which the server, told "no such segment", took for the end of the WAL: the
+/// environment's, no verdict. Nothing gone: the recovery's failure as it was (a gap the
+/// archive held all along, a target its WAL never reached). A store that cannot be listed
+/// again cannot tell the two apart: the environment's too. A "latest" short of the
+/// archive's end (`ShortOfEnd`) says where replay ended; any other failure keeps the
+/// recovery's own words, which name the target it did not reach.
+fn relisted(
+    id: &str,
+    recovery: Failure,
+    before: &[String],
+    now: Result<Option<std::collections::HashSet<String>>, Failure>,
+    read_from: Option<(u32, Lsn)>,
+    store: &str,
+) -> Failure {
+    // The recovery's cause (`ShortOfEnd`, a `FetchFailed`) stays the source of the verdict.
+    let no_verdict =
+        |recovery: Failure, message: String| Failure { source: recovery.source, ..Failure::environment(message) };
+    let now = match now {
+        Ok(Some(now)) => now,
+        Ok(None) => return recovery,
+        Err(e) => {
+            let message = format!(
+                "{}; the store {store} cannot be listed again to tell a gap in the archive from WAL removed during recovery ({}): no verdict on the backup",
+                recovery.message, e.message
+            );
+            return no_verdict(recovery, message);
+        }
+    };
+    let readable =
+        |name: &str| match (read_from, super::source::parse_segment_name(name, super::source::DEFAULT_SEGMENT_SIZE)) {
+            (Some((timeline, start)), Some((t, at))) => {
+                t >= timeline && at.0 + super::source::DEFAULT_SEGMENT_SIZE > start.0
             }
+            _ => true,
         };
-        let gone: Vec<&str> = before.iter().map(String::as_str).filter(|n| !now.contains(*n)).collect();
-        if gone.is_empty() {
-            return recovery;
-        }
-        let mut named = gone.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-        if gone.len() > 3 {
-            named.push_str(", ...");
-        }
-        Failure::environment(format!(
-            "recovery of the backup `{}` to the end of the archive ended at {}, before the archive's newest segment {}: {} of the {} WAL segments the store {store} listed before the recovery ({named}) were removed from the store during recovery: no verdict on the backup",
-            backup.id,
-            short.replayed,
-            short.end.segment,
-            gone.len(),
-            before.len()
-        ))
-        .with_source(short)
+    let gone: Vec<&str> = before.iter().map(String::as_str).filter(|n| !now.contains(*n) && readable(n)).collect();
+    if gone.is_empty() {
+        return recovery;
     }
+    let mut named = gone.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+    if gone.len() > 3 {
+        named.push_str(", ...");
+    }
+    let removed = format!(
+        "{} of the {} WAL segments the store {store} listed before the recovery ({named}) were removed from the store during recovery: no verdict on the backup",
+        gone.len(),
+        before.len()
+    );
+    let short = recovery.source.as_deref().and_then(|s| s.downcast_ref::<ShortOfEnd>()).cloned();
+    let message = match short {
+        Some(short) => format!(
+            "recovery of the backup `{id}` to the end of the archive ended at {}, before the archive's newest segment {}: {removed}",
+            short.replayed, short.end.segment
+        ),
+        None => format!("the backup `{id}`: {}; {removed}", recovery.message),
+    };
+    no_verdict(recovery, message)
 }
 
 /// Read `barman-cloud-backup-list --format json`'s answer.
@@ -2225,6 +2272,75 @@ mod tests {
         assert_eq!(wal_end(&listed, 1).map(|e| e.segment).as_deref(), Some("000000020000000000000005"));
         assert_eq!(wal_end(&listed, 3), None);
         assert_eq!(wal_segment("demo/wals/00000002.history"), None);
+    }
+
+    /// Regression (issue 39): only a "latest" short of the archive's end was judged by the
+    /// store listed again; a time (restore point, LSN, ...) target whose WAL was removed while
+    /// it ran failed the backup with the target's own words (exit 1). Every failed recovery is
+    /// now judged so: segments the recovery could read that are gone are the environment's,
+    /// no verdict, naming the store, how many and the target; nothing gone (or only WAL older
+    /// than the backup, which a retention run removes) leaves the failure as it was; a store
+    /// that cannot be listed again is no verdict either.
+    #[test]
+    fn a_failed_recovery_of_any_target_is_no_verdict_when_wal_it_could_read_was_removed_meanwhile() {
+        use crate::error::Class;
+        use std::collections::HashSet;
+        let store = "s3://bkt/pg (endpoint http://127.0.0.1:9)";
+        let before: Vec<String> = ["000000010000000000000003", "000000010000000000000005", "000000010000000000000006"]
+            .map(String::from)
+            .to_vec();
+        let listed = |names: &[&str]| -> Result<Option<HashSet<String>>, Failure> {
+            Ok(Some(names.iter().map(|n| n.to_string()).collect()))
+        };
+        let from = Some((1, Lsn((5 << 24) | 0x28)));
+        let target = || {
+            Failure::failed(
+                "recovery did not reach time 2026-12-07 18:55:01.123456+00: the server says \"recovery ended before configured recovery target was reached\"",
+            )
+        };
+
+        let judged = relisted("B1", target(), &before, listed(&["000000010000000000000003"]), from, store);
+        assert_eq!(judged.class, Class::Environment, "{}", judged.message);
+        let m = &judged.message;
+        assert!(m.starts_with("the backup `B1`: recovery did not reach time 2026-12-07 18:55:01.123456+00"), "{m}");
+        assert!(m.contains(&format!("2 of the 3 WAL segments the store {store} listed before the recovery")), "{m}");
+        assert!(m.contains("000000010000000000000005, 000000010000000000000006"), "{m}");
+        assert!(m.ends_with("were removed from the store during recovery: no verdict on the backup"), "{m}");
+
+        // Nothing gone, or only WAL from before the backup's start: the backup's failure.
+        let all: Vec<&str> = before.iter().map(String::as_str).collect();
+        for now in [&all[..], &all[1..]] {
+            let judged = relisted("B1", target(), &before, listed(now), from, store);
+            assert_eq!((judged.class, judged.message), (Class::Failed, target().message), "{now:?}");
+        }
+        // Without the backup's start, every segment listed before counts.
+        let judged = relisted("B1", target(), &before, listed(&all[1..]), None, store);
+        assert_eq!(judged.class, Class::Environment, "{}", judged.message);
+        assert!(judged.message.contains("1 of the 3 WAL segments"), "{}", judged.message);
+
+        // "latest" keeps its words, and its typed cause.
+        let end =
+            ArchiveEnd { segment: "000000010000000000000006".into(), segment_start: Lsn(6 << 24), archived: None };
+        let short = ShortOfEnd { replayed: Lsn((5 << 24) | 0x100), end };
+        let latest =
+            Failure::failed("recovery did not reach the end of the archive (latest): replay ended at 0/5000100")
+                .with_source(short.clone());
+        let judged = relisted("B1", latest, &before, listed(&[]), from, store);
+        assert_eq!(judged.class, Class::Environment, "{}", judged.message);
+        assert!(
+            judged.message.starts_with("recovery of the backup `B1` to the end of the archive ended at 0/5000100, before the archive's newest segment 000000010000000000000006: 2 of the 3"),
+            "{}",
+            judged.message
+        );
+        assert_eq!(judged.source.as_deref().and_then(|s| s.downcast_ref::<ShortOfEnd>()), Some(&short));
+
+        // A store that cannot be listed again cannot tell: no verdict; one pgdrill cannot list
+        // at all leaves the recovery's verdict.
+        let judged = relisted("B1", target(), &before, Err(Failure::environment("cannot list")), from, store);
+        assert_eq!(judged.class, Class::Environment, "{}", judged.message);
+        assert!(judged.message.contains(&format!("the store {store} cannot be listed again")), "{}", judged.message);
+        assert!(judged.message.starts_with("recovery did not reach time"), "{}", judged.message);
+        assert_eq!(relisted("B1", target(), &before, Ok(None), from, store).class, Class::Failed);
     }
 
     /// Regression (issue 39): a barman-cloud source whose store did not answer cost each

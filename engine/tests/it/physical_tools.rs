@@ -1068,6 +1068,109 @@ fn a_barman_cloud_prefix_removed_during_recovery_is_named_never_read_as_the_end_
     drop(moto);
 }
 
+/// Regression (issue 39): only a "latest" short of the archive's end listed the store again;
+/// a recovery to a time whose WAL was removed while it ran (the server's prefix deleted while
+/// it waited for the segment the target is in) ended with the target's own words, "recovery
+/// ended before configured recovery target was reached": exit 1, and the ledger recorded a
+/// failed backup that was never at fault. Every failed recovery of a barman-cloud backup is
+/// now judged by listing the store again: segments gone since are the environment's, exit 3
+/// naming the target, the store and the removal, and the ledger records no failed backup.
+#[test]
+fn a_barman_cloud_prefix_removed_during_a_time_target_recovery_is_exit_3_never_a_failed_backup() {
+    let Some(InMoto { moto, endpoint, env, c, t1, .. }) = in_moto("target-bkt", "", 2) else { return };
+    // The team's server stops first: its archive_command would write under the prefix again.
+    drop(c);
+    let work = work_dir();
+    let ledger = made_dir(work.path().join("ledger"));
+    let source = format!("barman-cloud:s3://target-bkt/pg?server=demo&endpoint={endpoint}&ledger={}", ledger.display());
+    // The segment the target is in: the second batch's, the first commit after t1 (the
+    // newest holds the last batch, which a recovery to t1 never asks for).
+    let mut wals = wal_objects(&endpoint, "target-bkt");
+    wals.pop().expect("the newest segment");
+    let (_, needed) = wals.pop().expect("the second batch's segment");
+    let run = |source: &str| unmarked(source, &env).var("target_time", &t1);
+    let remove = || {
+        moto_s3(
+            &endpoint,
+            "for p in s.get_paginator('list_objects_v2').paginate(Bucket='target-bkt', Prefix='pg/demo/'):\n  \
+             for o in p.get('Contents', []): s.delete_object(Bucket='target-bkt', Key=o['Key'])",
+            "remove the server's prefix",
+        );
+    };
+    let (code, all, fetched) = held_at_fetch(work.path(), &source, Some(&needed), run, remove);
+    assert!(fetched, "the recovery never asked for {needed}:\n{all}");
+    assert_eq!(code, Some(3), "WAL removed during a recovery to a time is no failed backup:\n{all}");
+    assert!(all.contains(&format!("recovery did not reach time {t1}")), "the target is named:\n{all}");
+    assert!(
+        all.contains(&format!("the store s3://target-bkt/pg (endpoint {endpoint}) listed before the recovery")),
+        "the store is named:\n{all}"
+    );
+    assert!(all.contains("were removed from the store during recovery: no verdict on the backup"), "{all}");
+    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    let lines = ledger_lines(&ledger);
+    assert!(!lines.is_empty(), "the run is recorded in the source's ledger:\n{all}");
+    assert!(lines.iter().all(|l| l["result"] != "failed"), "the ledger records a failed backup: {lines:?}");
+    drop(moto);
+}
+
+/// An S3-compatible store answers ListObjectsV2 in pages of 1000 keys, and barman-cloud's
+/// archive end is the newest segment of one listing of `<server>/wals/` (issue 39): a
+/// listing that read the first page only would take a segment of that page for the end, and
+/// a "latest" short of the real end would pass. Over a thousand WAL objects in a moto bucket,
+/// the newest (gzip'd) on the second page with a `.backup`, a `.partial` and a `.history`
+/// beside it: the end found through the library's source is that segment.
+#[test]
+fn a_barman_cloud_wal_listing_of_more_than_one_page_finds_the_newest_segment() {
+    if !require(on_path("barman-cloud-restore"), "barman-cloud (Debian package barman-cli-cloud)") {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    put(moto.port, "pages-bkt");
+    let wals = "pages-bkt/pg/demo/wals";
+    // Logs 0 to 3, 256 segments each: the first page (1000 keys) ends inside log 3.
+    for log in 0..4u32 {
+        for seg in 0..256u32 {
+            put(moto.port, &format!("{wals}/00000001{log:08X}/00000001{log:08X}{seg:08X}"));
+        }
+    }
+    // Log 4, on the second page: the newest segment compressed, and names that are no segment.
+    for name in [
+        "000000010000000400000000",
+        "000000010000000400000001",
+        "000000010000000400000002.gz",
+        "000000010000000400000002.00000028.backup",
+        "000000010000000400000003.partial",
+    ] {
+        put(moto.port, &format!("{wals}/0000000100000004/{name}"));
+    }
+    put(moto.port, &format!("{wals}/00000002.history"));
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    // The store does answer in pages, and the newest segment is not on the first.
+    let first = moto_s3(
+        &endpoint,
+        "r=s.list_objects_v2(Bucket='pages-bkt', Prefix='pg/demo/wals/')\nprint(r['IsTruncated'], r['KeyCount'], r['Contents'][-1]['Key'])",
+        "the first page",
+    );
+    assert!(first.starts_with("True 1000 pg/demo/wals/0000000100000003/"), "{first}");
+
+    // This test's own process: pgdrill's store of the destination reads its keys from the
+    // environment, as barman-cloud does.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "barman-cloud-secret-never-shown");
+    std::env::set_var("AWS_DEFAULT_REGION", "us-east-1");
+    std::env::remove_var("AWS_PROFILE");
+    let location = format!("barman-cloud:s3://pages-bkt/pg?server=demo&endpoint={endpoint}");
+    let stores = pgdrill::storage::Opened::default();
+    let cloud = pgdrill::physical::barman::Cloud::parse(&location).expect("the source parses");
+    let listed = cloud.wal_objects(&stores).expect("the WAL listed").expect("a store pgdrill lists");
+    assert_eq!(listed.len(), 4 * 256 + 6, "every page of the listing");
+    let source = pgdrill::physical::open_with(&location, &stores, Default::default()).expect("the source opens");
+    let end = source.archive_end(1).expect("the archive's end").expect("an end");
+    assert_eq!(end.segment, "000000010000000400000002", "{end:?}");
+    assert_eq!(end.segment_start, pgdrill::physical::source::Lsn((4 << 32) | (2 << 24)), "{end:?}");
+    assert!(end.archived.is_some(), "{end:?}");
+}
+
 /// Regression (issue 39): barman-cloud keeps no archive end, so a "latest" that ran out at a
 /// gap in the WAL (a segment before the newest gone from the store; barman-cloud-wal-restore
 /// exits 1 for it, saying nothing) promoted without the rest and passed where no marker or
