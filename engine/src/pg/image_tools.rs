@@ -50,11 +50,8 @@ pub fn find_with(tool: &str, major: u32, calls: &dyn crate::child::Calls) -> Res
 /// labelled as pgdrill's with this process as its owner (so `docker::reap_stale` removes
 /// it once this process is gone), without a network. The env file must live until it ends.
 fn probe_command(tool: &str, image: &str) -> Result<(Command, EnvFile), String> {
-    let name = format!(
-        "pgdrill-probe-{}-{}",
-        std::process::id(),
-        super::native::generate_password().get(..8).unwrap_or("0")
-    );
+    let name =
+        format!("pgdrill-probe-{}-{}", std::process::id(), super::native::generate_password().get(..8).unwrap_or("0"));
     let how = InImage { name: Some(&name), network: false, labelled: true, ..Default::default() };
     let mut probe = crate::child::command(tool);
     probe.arg("--version");
