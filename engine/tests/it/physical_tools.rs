@@ -2279,14 +2279,16 @@ fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
     drop(c);
 }
 
-/// Issue 39: a WAL segment pgBackRest lists in its repository and then cannot read, because
-/// it was removed in between (an expire, a team's cleanup running during the recovery), is
-/// the environment's: exit 3 naming the segment and pgBackRest's error, never a failed
-/// backup. Without a timing: the pgbackrest the location names (`&bin=`) replaces, at the
-/// archive-get of the first segment after the backup, that segment's file in the repository
-/// with a link to nothing under the same name, which is what pgBackRest finds when the file
-/// goes between its listing (the name is there) and its read (the file is not); then runs
-/// the real archive-get.
+/// Issue 39: a WAL segment removed from pgBackRest's repository during the recovery (an
+/// expire, a team's cleanup) is the environment's: exit 3 naming it, never a failed backup.
+/// Without a timing, the pgbackrest the location names (`&bin=`) acts at the archive-get of
+/// the first segment after the backup, then runs the real one. Removed between archive-get's
+/// listing and its read (its file replaced by a link to nothing under the same name: the name
+/// is listed, the file is not there to read): pgBackRest's FileMissingError, exit 3.
+/// Regression: removed before archive-get lists it, archive-get said "no such segment", the
+/// server took it for the end of the WAL, and the backup failed (exit 1); the archive as
+/// listed before the recovery held it: exit 3 now. The same segment missing before the run is
+/// a gap of the archive's, still the backup's failure (exit 1).
 #[test]
 fn a_pgbackrest_segment_removed_during_recovery_is_exit_3_never_a_failed_backup() {
     if !pgbackrest_15() {
@@ -2318,8 +2320,39 @@ fn a_pgbackrest_segment_removed_during_recovery_is_exit_3_never_a_failed_backup(
     assert!(all.contains(&format!("archive-get failed fetching {segment}")), "the segment is named:\n{all}");
     assert!(all.contains("no verdict on the backup"), "{all}");
     assert!(!all.contains("the archive is damaged"), "{all}");
+    assert!(all.contains("removed after pgBackRest listed it"), "the removal is named as a cause:\n{all}");
     std::fs::remove_file(&file).expect("the link");
     std::fs::rename(&away, &file).expect("the segment put back");
+
+    // Removed before archive-get lists it: archive-get answers "no such segment", which the
+    // server takes for the end of the WAL, and "latest" ends short of the archive's end. The
+    // archive held the segment when pgdrill listed it before the recovery: no verdict. It was
+    // a failed backup before (exit 1, "a segment in between is missing or unreadable").
+    let gone = PathBuf::from(format!("{shown}.gone-before"));
+    let wrapper = sh_script(
+        work.path().join("pgbackrest-removing-a-segment-first"),
+        &format!(
+            "case \" $* \" in *\" archive-get {segment} \"*) [ -e {shown} ] && mv {shown} {} ;; esac\nexec {} \"$@\"\n",
+            gone.display(),
+            real("pgbackrest")
+        ),
+    );
+    let ran = shipped(&format!("{}&bin={}", stanza.source(), wrapper.display()), 30).output();
+    let all = ran.all();
+    assert!(gone.exists(), "the segment's file was never removed during the run:\n{all}");
+    assert_eq!(ran.code, Some(3), "a segment removed during recovery is no verdict on the backup:\n{all}");
+    assert!(
+        all.contains(&format!("1 WAL segment(s) the repository held before the recovery ({segment}) were removed from it during recovery: no verdict on the backup")),
+        "the removed segment is named:\n{all}"
+    );
+    std::fs::rename(&gone, &file).expect("the segment put back");
+
+    // The same segment missing before the run: a gap the archive held all along, the backup's.
+    std::fs::rename(&file, &gone).expect("the segment removed");
+    let ran = shipped(&stanza.source(), 30).output();
+    assert_eq!(ran.code, Some(1), "a gap in the archive fails the backup:\n{}", ran.all());
+    assert!(ran.all().contains("a segment in between is missing or unreadable"), "{}", ran.all());
+    std::fs::rename(&gone, &file).expect("the segment put back");
     drop(c);
 }
 
