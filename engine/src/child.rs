@@ -289,6 +289,36 @@ pub fn output_guarded(cmd: &mut Command) -> io::Result<Output> {
     spawn_guarded(cmd)?.wait_with_output()
 }
 
+/// How a caller's tool calls run, each to its end with stdout and stderr captured: the
+/// caller decides. A module below the one that holds the run's interrupt (`backup::base`'s
+/// pg_verifybackup, `pg::image_tools`' probe in an image) takes one of these, so a caller
+/// that holds an interrupt (a physical source's, `physical::tools::Interrupt`) ends the
+/// call at once when the run is interrupted or its step times out; [`ToEnd`] otherwise.
+pub trait Calls: Send + Sync {
+    /// Run `cmd` to its end (`what` names it in an error). A call the caller's interrupt
+    /// ended or refused is the environment's failure saying so.
+    fn run(&self, cmd: &mut Command, what: &str) -> Result<Output, crate::error::Failure>;
+
+    /// Whether the caller's run was interrupted: a call that failed then was stopped, and
+    /// its failure is never read as the tool's answer (a tool missing, a verdict).
+    fn interrupted(&self) -> bool;
+}
+
+/// Calls nothing interrupts: each runs under a guard ([`output_guarded`]) to its end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ToEnd;
+
+impl Calls for ToEnd {
+    fn run(&self, cmd: &mut Command, what: &str) -> Result<Output, crate::error::Failure> {
+        output_guarded(cmd)
+            .map_err(|e| crate::error::Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
+    }
+
+    fn interrupted(&self) -> bool {
+        false
+    }
+}
+
 /// The guard's command for `cmd`: pgdrill's own binary in its [`GUARD`] mode, `cmd`'s
 /// program and arguments after `--`, `cmd`'s environment (built from a clean one, as
 /// [`command`] builds it) and folder, a process group of its own, its stdin the pipe pgdrill

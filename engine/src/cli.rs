@@ -1616,16 +1616,33 @@ async fn physical_backups(location: &str, json: bool, stores: &crate::storage::O
         let last = crate::physical::tools::last_verifications(location, stores).await?;
         Ok::<_, Error>((source, tool, list, last))
     };
+    // A listing read whole is printed, whenever the signal came (`biased`: a read that has
+    // completed wins over a signal that came with it).
     let read = tokio::select! {
+        biased;
         r = read => r,
         _ = cancel.cancelled() => Err(Error::environment("interrupted")),
     };
-    // What a call the interrupt ended said is not the tool's answer: the command stopped.
-    if cancel.is_cancelled() {
-        let by = cause.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| "a signal".into());
-        errln!("error: `backups list` was interrupted by {by}; no tool call of it is left running");
+    let by = || cause.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| "a signal".into());
+    // What a call the interrupt ended said is not the tool's answer: the command stopped,
+    // printing nothing (a listing is whole or not printed).
+    if read.is_err() && cancel.is_cancelled() {
+        errln!("error: `backups list` was interrupted by {}; no tool call of it is left running", by());
         return Ok(ExitCode::Interrupted);
     }
+    // A signal after the listing was read (while it is printed, too): the listing, whole,
+    // then the interruption. Before, a signal that came once the read had completed ended
+    // the command with nothing printed.
+    let ended = || {
+        if !cancel.is_cancelled() {
+            return ExitCode::Passed;
+        }
+        errln!(
+            "error: `backups list` was interrupted by {} once its listing was read; the listing above is whole",
+            by()
+        );
+        ExitCode::Interrupted
+    };
     let (source, tool, mut list, last) = read?;
     list.reverse();
     let time = |t: Option<time::OffsetDateTime>| t.map(crate::util::rfc3339);
@@ -1664,7 +1681,7 @@ async fn physical_backups(location: &str, json: bool, stores: &crate::storage::O
             })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(ExitCode::Passed);
+        return Ok(ended());
     }
     outln!("{} ({} {})", crate::report::visible(&source.describe()), tool.name, tool.version);
     let rows: Vec<[String; 6]> = list
@@ -1693,7 +1710,7 @@ async fn physical_backups(location: &str, json: bool, stores: &crate::storage::O
     if list.is_empty() {
         outln!("(no backups)");
     }
-    Ok(ExitCode::Passed)
+    Ok(ended())
 }
 
 /// The `backups list` cell of a tool's backup's last verification in its source's ledger:

@@ -721,6 +721,22 @@ pub async fn materialize(
     dest: &Path,
     tablespaces_dir: Option<&Path>,
 ) -> Result<Materialized, Failure> {
+    materialize_with(store, object, key, dest, tablespaces_dir, &crate::child::ToEnd).await
+}
+
+/// [`materialize`], its tool calls (pg_verifybackup, which reads every file of the backup:
+/// minutes on a large one, and the `--version` probes that find it) run through `calls`: a
+/// caller that holds the run's interrupt (a physical source's) has them ended at once by
+/// Ctrl-C or the step's timeout, which then waited for them. A call so ended is the
+/// environment's failure saying so, never pg_verifybackup's verdict nor "not run".
+pub async fn materialize_with(
+    store: Arc<dyn Store>,
+    object: &str,
+    key: Option<&KeySource>,
+    dest: &Path,
+    tablespaces_dir: Option<&Path>,
+    calls: &dyn crate::child::Calls,
+) -> Result<Materialized, Failure> {
     let (manifest, _) = read_manifest(store.as_ref(), object, key).await?;
     match std::fs::read_dir(dest) {
         Ok(mut rd) => {
@@ -836,7 +852,13 @@ pub async fn materialize(
         remove_contents(dest);
         return Err(Failure::failed(format!("{object}: extracted, but it holds no backup_manifest or pg_control")));
     }
-    let verified = verify_files(dest, &manifest).await;
+    let verified = match verify_files(dest, manifest.server_major, manifest.wal_method == "fetch", calls) {
+        Ok(v) => v,
+        Err(stopped) => {
+            remove_contents(dest);
+            return Err(stopped);
+        }
+    };
     if let Err(why) = &verified {
         if why.starts_with("FAILED") {
             remove_contents(dest);
@@ -890,21 +912,49 @@ fn remove_contents(dir: &Path) {
     }
 }
 
-/// `pg_verifybackup` on an extracted base backup. Ok: what it said; Err("FAILED ...") when it
-/// found a difference, Err(other) when it could not run here.
-async fn verify_files(dest: &Path, m: &BaseManifest) -> Result<String, String> {
-    let (tool, _, _) =
-        crate::pg::native::find_tool("pg_verifybackup", None, m.server_major).map_err(|e| format!("not run: {e}"))?;
+/// `pg_verifybackup` (of `major` or newer) on an extracted base backup, its WAL parsed when
+/// it is inside (`parse_wal`: `wal: fetch`; else it is in the archive only), it and the
+/// probes that find it run through `calls`. Ok(Ok): what it said; Ok(Err("FAILED ...")) when
+/// it found a difference, Ok(Err(other)) when it could not run here; Err when the caller's
+/// run was interrupted during it (the call ended at once, said so).
+pub(crate) fn verify_files(
+    dest: &Path,
+    major: u32,
+    parse_wal: bool,
+    calls: &dyn crate::child::Calls,
+) -> Result<Result<String, String>, Failure> {
+    let found = tokio::task::block_in_place(|| {
+        crate::pg::native::find_tool_with("pg_verifybackup", None, major, &mut |cmd| {
+            let program = Path::new(cmd.get_program()).to_path_buf();
+            // A candidate that is not there is not started (under a guard, a process each).
+            if program.is_absolute() && !program.is_file() {
+                return Ok(None);
+            }
+            match calls.run(cmd, &format!("{} --version", program.display())) {
+                Ok(out) => Ok(Some(out)),
+                Err(e) if calls.interrupted() => Err(e),
+                Err(_) => Ok(None),
+            }
+        })
+    });
+    let tool = match found {
+        Ok((tool, _, _)) => tool,
+        Err(e) if calls.interrupted() => return Err(e),
+        Err(e) => return Ok(Err(format!("not run: {e}"))),
+    };
     let mut cmd = crate::child::command(&tool);
-    // The WAL is parsed too when it is inside (`fetch`); else it is in the archive only.
-    if m.wal_method != "fetch" {
+    if !parse_wal {
         cmd.arg("--no-parse-wal");
     }
     cmd.arg("--quiet").arg(dest).env("LC_ALL", "C").stdin(Stdio::null());
-    let out = tokio::task::block_in_place(|| crate::child::output(&mut cmd)).map_err(|e| format!("not run: {e}"))?;
-    if out.status.success() {
+    let out = match tokio::task::block_in_place(|| calls.run(&mut cmd, "pg_verifybackup")) {
+        Ok(out) => out,
+        Err(e) if calls.interrupted() => return Err(e),
+        Err(e) => return Ok(Err(format!("not run: {e}"))),
+    };
+    Ok(if out.status.success() {
         Ok(format!("{} verified every file against the backup's manifest", tool.display()))
     } else {
         Err(format!("FAILED: {}", super::stderr_tail(&String::from_utf8_lossy(&out.stderr), 5)))
-    }
+    })
 }

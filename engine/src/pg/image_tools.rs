@@ -16,6 +16,14 @@ const LOCAL_ONLY: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUA
 /// The image of `major`'s tools and their `--version`, when Docker has that image here (see
 /// `image_of`).
 pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
+    find_with(tool, major, &crate::child::ToEnd)
+}
+
+/// [`find`], the `--version` probe run through `calls` (a caller that holds the run's
+/// interrupt has it ended at once, and its container removed). The probe's container is
+/// named and labelled as pgdrill's (`probe_command`): a pgdrill killed during it leaves a
+/// container the next one's `docker::reap_stale` finds and removes, as it does the others.
+pub fn find_with(tool: &str, major: u32, calls: &dyn crate::child::Calls) -> Result<(String, String), String> {
     let Some(image) = image_of(major) else {
         let named = super::docker::image_for(major, None);
         if super::docker::image_is_explicit(None) {
@@ -28,13 +36,26 @@ pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
             "Docker has neither {named} nor {local} (set PGDRILL_DOCKER_IMAGE, `docker pull {named}`, or `bash ci/setup.sh` to build {local})"
         ));
     };
-    let mut v = docker();
-    v.args(["run", "--rm", "--network", "none", "--entrypoint", tool, &image, "--version"]);
-    match crate::child::output(&mut v) {
+    let (mut v, _env) = probe_command(tool, &image)?;
+    match calls.run(&mut v, &format!("{tool} --version in {image}")) {
         Ok(o) if o.status.success() => Ok((image, String::from_utf8_lossy(&o.stdout).trim().to_string())),
         Ok(o) => Err(format!("{tool} in {image} does not run: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) if calls.interrupted() => Err(e.message),
         Err(e) => Err(format!("Docker cannot be run ({e})")),
     }
+}
+
+/// `tool --version` in `image`, in a container named `pgdrill-probe-PID-RANDOM` (so an
+/// interrupted call removes it: killing the docker client leaves the container) and
+/// labelled as pgdrill's with this process as its owner (so `docker::reap_stale` removes
+/// it once this process is gone), without a network. The env file must live until it ends.
+fn probe_command(tool: &str, image: &str) -> Result<(Command, EnvFile), String> {
+    let name =
+        format!("pgdrill-probe-{}-{}", std::process::id(), super::native::generate_password().get(..8).unwrap_or("0"));
+    let how = InImage { name: Some(&name), network: false, labelled: true, ..Default::default() };
+    let mut probe = crate::child::command(tool);
+    probe.arg("--version");
+    in_image_with(&probe, image, &how)
 }
 
 /// An image of PostgreSQL `major` Docker has here: the one `PGDRILL_DOCKER_IMAGE` names
@@ -197,4 +218,69 @@ pub fn remove(name: &str) {
     let mut d = docker();
     d.args(["rm", "--force", name]);
     let _ = crate::child::output(&mut d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::Calls;
+
+    /// The values that follow `flag` in `args`.
+    fn after(args: &[String], flag: &str) -> Vec<String> {
+        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].clone()).collect()
+    }
+
+    /// Calls run to their end, each command's arguments kept.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<Vec<String>>>);
+
+    impl Calls for Kept {
+        fn run(&self, cmd: &mut Command, what: &str) -> Result<std::process::Output, crate::error::Failure> {
+            let args = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(args);
+            crate::child::ToEnd.run(cmd, what)
+        }
+
+        fn interrupted(&self) -> bool {
+            false
+        }
+    }
+
+    /// Regression (issue 39): the `--version` probe of a major's tools in its image ran as an
+    /// unnamed, unlabelled `docker run --rm`: a pgdrill killed during it left a container
+    /// nothing could find (the reaper removes what carries pgdrill's label and a dead owner),
+    /// and an interrupt could not remove it by name. It is named for this process and
+    /// labelled as pgdrill's, its owner this process, without a network; run for real, it
+    /// answers the tool's version and is gone once it has.
+    #[test]
+    fn a_tools_probe_in_an_image_is_a_container_named_and_labelled_as_pgdrills() {
+        let (cmd, _env) = probe_command("pg_restore", "pgdrill/postgres-local:15").expect("a command");
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+        let names = after(&args, "--name");
+        assert_eq!(names.len(), 1, "{args:?}");
+        assert!(names[0].starts_with(&format!("pgdrill-probe-{}-", std::process::id())), "{args:?}");
+        let labels = after(&args, "--label");
+        assert!(labels.contains(&format!("{}=1", super::super::docker::LABEL)), "{args:?}");
+        assert!(labels.contains(&format!("{}={}", super::super::docker::OWNER_LABEL, super::super::docker::owner())));
+        assert_eq!(after(&args, "--network"), ["none"], "{args:?}");
+        assert!(args.ends_with(&["pg_restore".into(), "pgdrill/postgres-local:15".into(), "--version".into()]));
+
+        let Some(image) = image_of(15) else {
+            assert!(std::env::var_os("CI").is_none(), "no PostgreSQL 15 image in Docker (bash ci/setup.sh builds one)");
+            eprintln!("skipped the run in Docker: no PostgreSQL 15 image");
+            return;
+        };
+        let kept = Kept::default();
+        let (found, version) = find_with("pg_restore", 15, &kept).expect("pg_restore in the image");
+        assert_eq!(found, image);
+        assert!(version.starts_with("pg_restore (PostgreSQL) 15"), "{version}");
+        let ran = kept.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(ran.len(), 1, "one probe: {ran:?}");
+        let name = after(&ran[0], "--name").pop().expect("the probe's container is named");
+        let mut inspect = docker();
+        inspect.args(["container", "inspect", &name]);
+        let out = crate::child::output(&mut inspect).expect("docker runs");
+        assert!(!out.status.success(), "the probe's container {name} outlived it");
+    }
 }

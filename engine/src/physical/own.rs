@@ -36,6 +36,9 @@ pub struct OwnSource {
     handle: tokio::runtime::Handle,
     /// The fetch settings written by `materialize`.
     fetch_config: Mutex<Option<PathBuf>>,
+    /// Ends the base backup's pg_verifybackup (and the probes that find it) at once when the
+    /// run is interrupted or the step times out: it reads every file of the backup.
+    interrupt: super::tools::Interrupt,
 }
 
 impl OwnSource {
@@ -71,7 +74,13 @@ impl OwnSource {
             exe,
             handle,
             fetch_config: Mutex::new(None),
+            interrupt: Default::default(),
         })
+    }
+
+    /// The source, its tool calls run through `stop` (the interrupt its step watches).
+    pub fn interrupted_by(self, stop: super::tools::Interrupt) -> OwnSource {
+        OwnSource { interrupt: stop, ..self }
     }
 
     /// Another pgdrill binary for `restore_command` (a test runs the built binary).
@@ -178,12 +187,14 @@ impl PhysicalSource for OwnSource {
     }
 
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
-        let got = self.block_on(base::materialize(
+        // pg_verifybackup through the interrupt: Ctrl-C or the step's timeout waited for it.
+        let got = self.block_on(base::materialize_with(
             self.store.clone(),
             &backup.id,
             Some(&self.key),
             &into.data_dir,
             Some(&into.tablespaces_dir),
+            &self.interrupt,
         ))?;
         // The fetch settings beside the data directory, inside the workspace the recovery
         // hands to the server's user and removes afterwards.
@@ -262,6 +273,10 @@ impl PhysicalSource for OwnSource {
         }))
     }
 
+    fn interrupt(&self) -> Option<super::tools::Interrupt> {
+        Some(self.interrupt.clone())
+    }
+
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         // One listing of the base backups gives both the system and the segment size.
         let listed = self.listed();
@@ -276,5 +291,69 @@ impl PhysicalSource for OwnSource {
             segment_start: Lsn(s * seg),
             archived: Some(OffsetDateTime::from(m.modified)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The command lines of running processes (not zombies) that hold every one of `parts`.
+    fn running_with(parts: &[&str]) -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                stat.rsplit(')').next().and_then(|r| r.trim_start().chars().next()).is_some_and(|c| c != 'Z')
+            })
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| parts.iter().all(|p| c.contains(p)))
+            .collect()
+    }
+
+    /// Regression (issue 39): pgdrill's own base backups' pg_verifybackup (run by
+    /// `backup::base::materialize` on the extracted backup, whose every file it reads:
+    /// minutes on a large one) ran outside the interrupt, so Ctrl-C and the step's timeout
+    /// waited for it. Here an extracted backup whose `backup_manifest` is a FIFO nobody
+    /// writes holds it (pg_verifybackup opens the manifest first, without a timing). The
+    /// source's interrupt, which Ctrl-C and the step's timeout fire, ends it at once: the
+    /// environment's failure saying so (never pg_verifybackup's verdict, never "not run"),
+    /// and no pg_verifybackup left.
+    #[test]
+    fn own_base_backups_pg_verifybackup_is_ended_by_the_interrupt() {
+        if crate::pg::native::find_tool("pg_verifybackup", None, 13).is_err() {
+            assert!(std::env::var_os("CI").is_none(), "no pg_verifybackup (the PostgreSQL client tools)");
+            eprintln!("skipped: no pg_verifybackup");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("a folder");
+        let dest = dir.path().join("held-base-backup");
+        std::fs::create_dir(&dest).expect("the data directory");
+        let manifest = dest.join("backup_manifest");
+        nix::unistd::mkfifo(&manifest, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let interrupt = super::super::tools::Interrupt::default();
+        let (tx, call) = std::sync::mpsc::channel();
+        {
+            let (interrupt, dest) = (interrupt.clone(), dest.clone());
+            std::thread::spawn(move || tx.send(crate::backup::base::verify_files(&dest, 13, false, &interrupt)));
+        }
+        let shown = dest.display().to_string();
+        let held = [shown.as_str(), "pg_verifybackup"];
+        // Bounds for a broken build only, never a measure of speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while running_with(&held).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "pg_verifybackup never ran on {shown}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        interrupt.interrupt();
+        let got = call.recv_timeout(std::time::Duration::from_secs(60)).expect("pg_verifybackup's call returned");
+        let e = got.expect_err("an interrupted pg_verifybackup is no verdict and no `not run`");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        assert_eq!(e.to_string(), "pg_verifybackup was stopped: the run was interrupted");
+        while !running_with(&held).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "pg_verifybackup outlived the interrupt");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

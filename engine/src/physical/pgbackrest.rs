@@ -493,6 +493,22 @@ impl Repo {
         segment_listed(&String::from_utf8_lossy(&out.stdout), segment)
     }
 
+    /// Every WAL segment the archive `archive_id` holds, by name, as one `pgbackrest repo-ls
+    /// --recurse` lists it; `None` when pgBackRest could not list it.
+    fn segments(
+        &self,
+        tool: &Binary,
+        at: Option<&InImage>,
+        archive_id: &str,
+        stop: &tools::Interrupt,
+    ) -> Option<std::collections::BTreeSet<String>> {
+        let (mut cmd, _env) = self.command(tool, at).ok()?;
+        cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
+        cmd.arg("--recurse").arg(format!("archive/{}/{archive_id}", self.stanza));
+        let out = stop.run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+        segments_listed(&String::from_utf8_lossy(&out.stdout))
+    }
+
     /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
     /// archive-get`, the same configuration, repository and stanza); the segment's name and
     /// path follow them.
@@ -571,6 +587,9 @@ pub struct PgBackRest {
     /// Ends the running pgbackrest call (and its container) when the run is interrupted or
     /// the step times out: a restore ran to its end before pgdrill stopped.
     interrupt: tools::Interrupt,
+    /// The archive's segments as listed before a recovery to its end (`archive_end`): a
+    /// "latest" that ends short of the end is judged by listing again (`short_of_end`).
+    wal_seen: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
 }
 
 impl PgBackRest {
@@ -597,6 +616,7 @@ impl PgBackRest {
             scripts: Default::default(),
             placed: Default::default(),
             interrupt: Default::default(),
+            wal_seen: Default::default(),
         }
     }
 
@@ -735,6 +755,49 @@ impl PgBackRest {
             *cached = Some(self.repo.info(&self.bin, self.image.as_ref(), &self.interrupt)?);
         }
         Ok(cached.clone().unwrap_or_else(|| unreachable!("set above")))
+    }
+}
+
+impl PgBackRest {
+    /// A "latest" whose replay ended before the archive's end, judged by listing the
+    /// archive again: segments from the backup's start to that end which the listing before
+    /// the recovery held and which are gone now were removed while it ran (an expire, a
+    /// team's cleanup), and archive-get, not finding one, told the server "no such segment",
+    /// which took it for the end of the WAL: the environment's, no verdict. Nothing gone: the
+    /// gap was in the archive all along, the backup's failure as the recovery said. An
+    /// archive that cannot be listed again cannot tell the two apart: the environment's too.
+    fn short_of_end(&self, backup: &BaseBackup, recovery: Failure, short: source::ShortOfEnd) -> Failure {
+        let Some(before) = self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return recovery };
+        let id = self.info.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|i| i.archive_id.clone());
+        let Some(now) = id.and_then(|id| self.repo.segments(&self.bin, self.image.as_ref(), &id, &self.interrupt))
+        else {
+            return Failure::environment(format!(
+                "{}; pgbackrest cannot list the repository's archive again to tell a gap in it from WAL removed during recovery: no verdict on the backup",
+                recovery.message
+            ))
+            .with_source(short);
+        };
+        let from = match (backup.start_lsn, backup.timeline) {
+            (Some(l), Some(t)) => l.segment_name(t, source::DEFAULT_SEGMENT_SIZE),
+            _ => String::new(),
+        };
+        let needed = |n: &&String| n.as_str() >= from.as_str() && n.as_str() <= short.end.segment.as_str();
+        let gone: Vec<&String> = before.iter().filter(needed).filter(|n| !now.contains(*n)).collect();
+        if gone.is_empty() {
+            return recovery;
+        }
+        let mut named = gone.iter().take(3).map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        if gone.len() > 3 {
+            named.push_str(", ...");
+        }
+        Failure::environment(format!(
+            "recovery of the backup `{}` to the end of the archive ended at {}, before the archive's newest segment {}: {} WAL segment(s) the repository held before the recovery ({named}) were removed from it during recovery: no verdict on the backup",
+            backup.id,
+            short.replayed,
+            short.end.segment,
+            gone.len()
+        ))
+        .with_source(short)
     }
 }
 
@@ -881,6 +944,9 @@ impl PhysicalSource for PgBackRest {
     /// (`fetch_verdict`). Before, every such stop was a failed recovery (exit 1) that said
     /// only "exit code 126", an unreadable repository too (issue 39).
     fn judge_fetch(&self, backup: &BaseBackup, recovery: Failure) -> Failure {
+        if let Some(short) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<source::ShortOfEnd>()).cloned() {
+            return self.short_of_end(backup, recovery, short);
+        }
         let Some(f) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() else {
             return recovery;
         };
@@ -950,6 +1016,12 @@ impl PhysicalSource for PgBackRest {
         let Some(max) = info.archive_max else { return Ok(None) };
         match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
             Some((t, start)) if t == timeline => {
+                // What the archive holds now, for a recovery that ends short of its end.
+                let seen = info
+                    .archive_id
+                    .as_deref()
+                    .and_then(|id| self.repo.segments(&self.bin, self.image.as_ref(), id, &self.interrupt));
+                *self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
                 let archived = info
                     .archive_id
                     .as_deref()
@@ -1069,7 +1141,7 @@ fn fetch_verdict(f: &tools::FetchFailed) -> (crate::error::Class, String) {
     let why = match causes.iter().find(|c| **c != Cause::Damage) {
         Some(Cause::Environment(why)) => (*why).to_string(),
         Some(Cause::Missing) => format!(
-            "a file pgBackRest needs to fetch {segment} is missing (the repository moved, or its archive.info is gone)"
+            "a file pgBackRest needs to fetch {segment} is missing (the repository moved, its archive.info is gone, or the segment was removed after pgBackRest listed it)"
         ),
         Some(Cause::Configuration) => "pgBackRest refused its options or the team's configuration".to_string(),
         _ => "an error pgdrill does not read as damage".to_string(),
@@ -1222,6 +1294,28 @@ fn segment_listed(json: &str, segment: &str) -> Option<Listed> {
         .collect();
     let at = files.iter().filter_map(|f| f["time"].as_i64()).max();
     Some(Listed { held: !files.is_empty(), at: at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) })
+}
+
+/// The WAL segments in a `pgbackrest repo-ls --recurse --output=json` of an archive: each
+/// file named as pgBackRest names them, `TLI+LOG/SEGMENT-SHA1[.EXT]` (EXT its compression's),
+/// by its segment's name; a history or backup file, or a segment's file renamed (what
+/// archive-get does not find), is none.
+fn segments_listed(json: &str) -> Option<std::collections::BTreeSet<String>> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    Some(
+        v.as_object()?
+            .iter()
+            .filter(|(_, f)| f["type"].as_str() == Some("file"))
+            .filter_map(|(path, _)| {
+                let name = path.rsplit('/').next()?;
+                let (segment, rest) = name.split_once('-')?;
+                let (sha1, ext) = rest.split_once('.').unwrap_or((rest, ""));
+                let compressed = ["", "gz", "bz2", "lz4", "zst", "xz"].contains(&ext);
+                (hex(segment, 24) && hex(sha1, 40) && compressed).then(|| segment.to_string())
+            })
+            .collect(),
+    )
 }
 
 /// pgBackRest's words for a message: what a file that did not decrypt showed of itself (bytes
@@ -1415,6 +1509,22 @@ mod tests {
         assert_eq!((b.base.timeline, b.base.pg_major, b.made_by.as_str()), (Some(1), Some(15), "2.45"));
         assert_eq!(b.base.ended.map(|t| t.unix_timestamp()), Some(1796539799));
         assert!(parse_info(INFO, "other").is_err());
+    }
+
+    #[test]
+    fn an_archives_segments_are_read_from_its_recursive_listing() {
+        let sha = "112d6d716c7df94d55091614e57aded67bee8907";
+        let json = format!(
+            r#"{{".":{{"type":"path"}},"0000000100000000":{{"type":"path"}},
+            "0000000100000000/000000010000000000000003-{sha}.gz":{{"type":"file","size":1,"time":1}},
+            "0000000100000000/000000010000000000000004-{sha}":{{"type":"file","size":1,"time":1}},
+            "0000000100000000/000000010000000000000005-{sha}.gz.away":{{"type":"file","size":1,"time":1}},
+            "0000000100000000/000000010000000000000002.00000028.backup":{{"type":"file","size":1,"time":1}},
+            "00000002.history":{{"type":"file","size":1,"time":1}}}}"#
+        );
+        let got: Vec<String> = segments_listed(&json).expect("parsed").into_iter().collect();
+        assert_eq!(got, ["000000010000000000000003", "000000010000000000000004"]);
+        assert_eq!(segments_listed("not json"), None);
     }
 
     #[test]

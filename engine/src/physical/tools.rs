@@ -501,6 +501,19 @@ impl Interrupt {
     }
 }
 
+/// The interrupt as the lower layers take it: their tool calls (`backup::base`'s
+/// pg_verifybackup and the probes that find it, `pg::image_tools`' probe) run through
+/// [`Interrupt::run`].
+impl crate::child::Calls for Interrupt {
+    fn run(&self, cmd: &mut Command, what: &str) -> Result<Output, Failure> {
+        Interrupt::run(self, cmd, what)
+    }
+
+    fn interrupted(&self) -> bool {
+        Interrupt::interrupted(self)
+    }
+}
+
 /// What a call the interrupt ended or refused says: the environment's failure, never the
 /// tool's verdict. The step's timeout ends calls through the same interrupt (and the step
 /// then says it timed out).
@@ -872,6 +885,23 @@ mod tests {
             .expect_err("interrupted");
         assert!(e.to_string().contains("a tool in an image was stopped"), "{e}");
         assert_eq!(state(&name), None, "the container {name} outlived the interrupted call");
+    }
+
+    /// Issue 39: the probe of a major's tools in its image (`pg::image_tools::find_with`)
+    /// runs through its caller's interrupt: once the run is interrupted it is not started,
+    /// and that is said, never read as Docker failing or the image lacking the tool.
+    #[test]
+    fn a_tools_probe_in_an_image_is_stopped_by_the_interrupt() {
+        let Some(major) = [17, 15].into_iter().find(|m| crate::pg::image_tools::image_of(*m).is_some()) else {
+            assert!(std::env::var_os("CI").is_none(), "no PostgreSQL image in Docker (bash ci/setup.sh builds one)");
+            eprintln!("skipped: no PostgreSQL image in Docker");
+            return;
+        };
+        let interrupt = Interrupt::default();
+        interrupt.interrupt();
+        let e = crate::pg::image_tools::find_with("pg_restore", major, &interrupt).expect_err("stopped");
+        assert!(e.starts_with("pg_restore --version in "), "{e}");
+        assert!(e.ends_with(" was stopped: the run was interrupted"), "{e}");
     }
 
     #[test]

@@ -556,7 +556,11 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
     }
     let explicit = w.bin_dir.as_ref().map(|d| PathBuf::from(d).join("pg_restore"));
     let need = major.max(dump_major);
-    let from_image = || crate::pg::image_tools::find("pg_restore", need);
+    // The probe in the image ends at once with the step (Ctrl-C, its timeout), its container
+    // removed: it waited for Docker before.
+    let stop = crate::physical::tools::Interrupt::default();
+    let _watch = stop.watch(ctx.cancel.clone());
+    let from_image = || crate::pg::image_tools::find_with("pg_restore", need, &stop);
     let in_container = crate::pg::container_of(&w.url);
     let pg_restore = match &in_container {
         // A container target restores with the container's own tools.

@@ -254,7 +254,8 @@ pub struct RestoreOutputs {
 
 /// The source `w` names.
 /// Another tool's source runs its calls, its version probes first, through `stop`; a
-/// pg_basebackup folder its pg_verifybackup and the probes before it.
+/// pg_basebackup folder and pgdrill's own base backups their pg_verifybackup and the probes
+/// before it.
 fn open_source(
     ctx: &StepCtx,
     w: &RestoreWith,
@@ -281,7 +282,8 @@ fn open_source(
                 None => None,
             };
             let own = crate::physical::own::OwnSource::new(storage, &ctx.base_dir, key, system, &ctx.stores)
-                .map_err(|e| e.at_field("storage"))?;
+                .map_err(|e| e.at_field("storage"))?
+                .interrupted_by(stop.clone());
             Ok(Box::new(own))
         }
         // Another tool's backups: `storage` is the location physical.verify takes, and must

@@ -2382,6 +2382,83 @@ fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
     drop(c);
 }
 
+/// Issue 39: a WAL segment removed from pgBackRest's repository during the recovery (an
+/// expire, a team's cleanup) is the environment's: exit 3 naming it, never a failed backup.
+/// Without a timing, the pgbackrest the location names (`&bin=`) acts at the archive-get of
+/// the first segment after the backup, then runs the real one. Removed between archive-get's
+/// listing and its read (its file replaced by a link to nothing under the same name: the name
+/// is listed, the file is not there to read): pgBackRest's FileMissingError, exit 3.
+/// Regression: removed before archive-get lists it, archive-get said "no such segment", the
+/// server took it for the end of the WAL, and the backup failed (exit 1); the archive as
+/// listed before the recovery held it: exit 3 now. The same segment missing before the run is
+/// a gap of the archive's, still the backup's failure (exit 1).
+#[test]
+fn a_pgbackrest_segment_removed_during_recovery_is_exit_3_never_a_failed_backup() {
+    if !pgbackrest_15() {
+        return;
+    }
+    let (work, stanza, repo, c) = local_backup("", false);
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
+    c.archive_now();
+    c.sql("insert into drill(batch) select 2 from generate_series(1, 10)");
+    c.archive_now();
+    let info = stanza.info();
+    let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
+    let after = segments_after(&repo.join("archive/demo"), &stop);
+    let file = after.first().expect("a segment archived after the backup").clone();
+    let segment = file.file_name().and_then(|n| n.to_str()).map(|n| n[..24].to_string()).expect("a name");
+    let shown = file.display().to_string();
+    let wrapper = sh_script(
+        work.path().join("pgbackrest-removing-a-segment"),
+        &format!(
+            "case \" $* \" in *\" archive-get {segment} \"*) [ -L {shown} ] || {{ mv {shown} {shown}.away && ln -s {shown}.gone {shown}; }} ;; esac\nexec {} \"$@\"\n",
+            real("pgbackrest")
+        ),
+    );
+    let ran = shipped(&format!("{}&bin={}", stanza.source(), wrapper.display()), 30).output();
+    let all = ran.all();
+    let away = PathBuf::from(format!("{shown}.away"));
+    assert!(away.exists(), "the segment's file was never removed during the run:\n{all}");
+    assert_eq!(ran.code, Some(3), "a segment removed during recovery is no verdict on the backup:\n{all}");
+    assert!(all.contains(&format!("archive-get failed fetching {segment}")), "the segment is named:\n{all}");
+    assert!(all.contains("no verdict on the backup"), "{all}");
+    assert!(!all.contains("the archive is damaged"), "{all}");
+    assert!(all.contains("removed after pgBackRest listed it"), "the removal is named as a cause:\n{all}");
+    std::fs::remove_file(&file).expect("the link");
+    std::fs::rename(&away, &file).expect("the segment put back");
+
+    // Removed before archive-get lists it: archive-get answers "no such segment", which the
+    // server takes for the end of the WAL, and "latest" ends short of the archive's end. The
+    // archive held the segment when pgdrill listed it before the recovery: no verdict. It was
+    // a failed backup before (exit 1, "a segment in between is missing or unreadable").
+    let gone = PathBuf::from(format!("{shown}.gone-before"));
+    let wrapper = sh_script(
+        work.path().join("pgbackrest-removing-a-segment-first"),
+        &format!(
+            "case \" $* \" in *\" archive-get {segment} \"*) [ -e {shown} ] && mv {shown} {} ;; esac\nexec {} \"$@\"\n",
+            gone.display(),
+            real("pgbackrest")
+        ),
+    );
+    let ran = shipped(&format!("{}&bin={}", stanza.source(), wrapper.display()), 30).output();
+    let all = ran.all();
+    assert!(gone.exists(), "the segment's file was never removed during the run:\n{all}");
+    assert_eq!(ran.code, Some(3), "a segment removed during recovery is no verdict on the backup:\n{all}");
+    assert!(
+        all.contains(&format!("1 WAL segment(s) the repository held before the recovery ({segment}) were removed from it during recovery: no verdict on the backup")),
+        "the removed segment is named:\n{all}"
+    );
+    std::fs::rename(&gone, &file).expect("the segment put back");
+
+    // The same segment missing before the run: a gap the archive held all along, the backup's.
+    std::fs::rename(&file, &gone).expect("the segment removed");
+    let ran = shipped(&stanza.source(), 30).output();
+    assert_eq!(ran.code, Some(1), "a gap in the archive fails the backup:\n{}", ran.all());
+    assert!(ran.all().contains("a segment in between is missing or unreadable"), "{}", ran.all());
+    std::fs::rename(&gone, &file).expect("the segment put back");
+    drop(c);
+}
+
 /// An executable script `path` with `body` (after `#!/bin/sh`).
 fn sh_script(path: PathBuf, body: &str) -> PathBuf {
     script(path, &format!("#!/bin/sh\n{body}"))
@@ -2392,7 +2469,13 @@ fn sh_script(path: PathBuf, body: &str) -> PathBuf {
 /// and output. The bounds are for a broken build only (the tool's call sleeps an hour),
 /// never a measure of speed.
 fn ended_mid_call(run: Run, started: &Path, interrupt: bool) -> (u32, Option<i32>, String) {
+    ended_mid_call_by(run, started, interrupt.then_some(nix::sys::signal::Signal::SIGINT))
+}
+
+/// [`ended_mid_call`] sent `signal` (SIGINT, SIGTERM), or left to its step's timeout.
+fn ended_mid_call_by(run: Run, started: &Path, signal: Option<nix::sys::signal::Signal>) -> (u32, Option<i32>, String) {
     use std::sync::atomic::{AtomicBool, Ordering};
+    let interrupt = signal.is_some();
     let _ = std::fs::remove_file(started);
     let child = run.spawn_piped();
     let pid = child.id();
@@ -2408,9 +2491,8 @@ fn ended_mid_call(run: Run, started: &Path, interrupt: bool) -> (u32, Option<i32
     }
     let _ = wait_for(Duration::from_secs(300), || (started.exists() || done.load(Ordering::SeqCst)).then_some(()));
     let began = started.exists();
-    if interrupt && began {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT)
-            .expect("SIGINT");
+    if let (Some(signal), true) = (signal, began) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("the signal");
     }
     let out = rx.recv_timeout(Duration::from_secs(300)).ok().and_then(Result::ok);
     if out.is_none() {
@@ -3113,6 +3195,123 @@ fn ctrl_c_ends_a_backups_list_whose_pgbackrest_info_hangs() {
     assert!(all.contains("interrupted by SIGINT"), "{all}");
     let left = left_by(pid, &["sleep 3591", "pgbackrest-info-hangs"]);
     assert!(left.is_empty(), "backups list interrupted during pgbackrest info left {left:?}:\n{all}");
+}
+
+/// Issue 39: SIGTERM (a service manager's stop, a CI job cancelled) ends a `backups list`
+/// whose `pgbackrest info` hangs as Ctrl-C does: exit 130, the line names SIGTERM, and
+/// neither the wrapper nor its sleep is left.
+#[test]
+fn sigterm_ends_a_backups_list_whose_pgbackrest_info_hangs() {
+    if !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)") {
+        return;
+    }
+    let work = work_dir();
+    let started = work.path().join("info-started");
+    let tool = sh_script(
+        work.path().join("pgbackrest-info-hangs-on-term"),
+        &format!(
+            "case \" $* \" in *\" info \"*) touch {} && sleep 3587 ;; esac\nexec {} \"$@\"\n",
+            started.display(),
+            real("pgbackrest")
+        ),
+    );
+    let list = Run::cli(["backups", "list", "--storage", &format!("pgbackrest://demo?bin={}", tool.display())]);
+    let (pid, code, all) = ended_mid_call_by(list, &started, Some(nix::sys::signal::Signal::SIGTERM));
+    assert_eq!(code, Some(130), "{all}");
+    assert!(all.contains("`backups list` was interrupted by SIGTERM"), "{all}");
+    let left = left_by(pid, &["sleep 3587", "pgbackrest-info-hangs-on-term"]);
+    assert!(left.is_empty(), "backups list ended by SIGTERM during pgbackrest info left {left:?}:\n{all}");
+}
+
+/// Whether a thread of process `pid` waits to write into a full pipe (the kernel's function
+/// it sleeps in: `pipe_write`, `anon_pipe_write` since Linux 6.16).
+fn writes_into_a_full_pipe(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.trim().ends_with("pipe_write")))
+}
+
+/// Whether a SIGTERM sent to process `pid` is still pending (not yet taken by its handler).
+fn term_pending(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("ShdPnd:").or_else(|| l.strip_prefix("SigPnd:")))
+        .filter_map(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .any(|m| m & (1 << (nix::libc::SIGTERM - 1)) != 0)
+}
+
+/// Regression (issue 39): a signal that came once `backups list` of a tool's source had read
+/// its listing ended the command with exit 130 and nothing printed; one that came while it
+/// printed was ignored (exit 0). The listing is whole or not printed: read whole, it is
+/// printed whole, then the interruption is said (exit 130). pgdrill's standard output is a
+/// pipe the test filled before pgdrill started, so its first line, which it writes only once
+/// the listing was read, waits there; SIGTERM is sent then, and once pgdrill has taken it the
+/// pipe is read to its end.
+#[test]
+fn a_signal_once_a_backups_list_was_read_prints_the_listing_whole_then_exits_130() {
+    use std::io::{Read, Write};
+    if !pgbackrest_15() {
+        return;
+    }
+    let (_work, stanza, _repo, c) = local_backup("", false);
+    let label = first_label(&stanza.info());
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    // Filled: the first write of pgdrill's waits until the test reads.
+    let flags = nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL");
+    let nonblocking = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETFL(nonblocking)).expect("F_SETFL");
+    let filler = [b'#'; 4096];
+    let mut filled = 0usize;
+    let mut w = &writer;
+    loop {
+        match w.write(&filler) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the pipe: {e}"),
+        }
+    }
+    nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(flags)))
+        .expect("F_SETFL");
+    let mut cmd = Run::cli(["backups", "list", "--storage", &stanza.source()]).command();
+    cmd.stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("pgdrill backups list");
+    // The test's copy of the pipe's writing end goes with the command: pgdrill's end ends it.
+    drop(cmd);
+    let pid = child.id();
+    // Bounds for a broken build only, never a measure of speed.
+    let waits = wait_for(Duration::from_secs(120), || {
+        (writes_into_a_full_pipe(pid) || child.try_wait().ok().flatten().is_some()).then_some(())
+    });
+    let waiting = waits.is_some() && writes_into_a_full_pipe(pid);
+    if waiting {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
+        // Taken by pgdrill's handler (no longer pending), then a pause for its task to cancel
+        // the run before the pipe lets pgdrill go on: a machine too slow for it fails this
+        // test (exit 0), never passes it wrongly.
+        wait_for(Duration::from_secs(60), || (!term_pending(pid)).then_some(()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut out = Vec::new();
+    let mut reader = reader;
+    reader.read_to_end(&mut out).expect("pgdrill's output");
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("pgdrill's errors");
+    let status = child.wait().expect("pgdrill ends");
+    let listed = text(&out[filled.min(out.len())..]);
+    let all = format!("{listed}{err}");
+    assert!(waiting, "pgdrill never waited to print its listing:\n{all}");
+    assert_eq!(status.code(), Some(130), "{all}");
+    assert!(listed.starts_with("pgBackRest stanza `demo`"), "the listing's first line is whole:\n{all}");
+    assert!(listed.contains(&label), "the listing names the backup {label}:\n{all}");
+    assert!(
+        err.contains("`backups list` was interrupted by SIGTERM once its listing was read; the listing above is whole"),
+        "{all}"
+    );
+    drop(c);
 }
 
 /// A copy of the WAL archive folder `archive` in `held`, where the first WAL file a listing
