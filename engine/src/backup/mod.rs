@@ -614,14 +614,67 @@ pub async fn manifest_at(
     archive: &str,
 ) -> Result<Option<(Manifest, Vec<u8>)>, Failure> {
     let key = layout::manifest_key(archive);
-    // As the run first saw it (a listing's answer, with no request of its own).
-    if store.head_pinned(&key).await.map_err(Failure::environment)?.is_none() {
+    // As the run first saw it (a listing's answer, with no request of its own), and read as
+    // that version: a manifest replaced since fails to read, never judged with the archive
+    // the other one was written for.
+    let Some(seen) = store.head_pinned(&key).await.map_err(Failure::environment)? else {
         return Ok(None);
-    }
-    let bytes = store.read(&key).await.map_err(Failure::environment)?;
-    let m = serde_json::from_slice(&bytes)
-        .map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", store.url_of(&key))))?;
+    };
+    let shown = store.url_of(&key);
+    let r = store.open(&key, Some(0..seen.size), seen.version.as_deref()).await.map_err(Failure::environment)?;
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        r.take(seen.size).read_to_end(&mut v).map(|_| v)
+    })
+    .await
+    .map_err(|e| Failure::environment(e.to_string()))?
+    .map_err(|e| Failure::environment(format!("reading {shown}: {e}")))?;
+    let m = serde_json::from_slice(&bytes).map_err(|e| Failure::failed(format!("unreadable manifest {shown}: {e}")))?;
     Ok(Some((m, bytes)))
+}
+
+/// The manifest of a backup a listing found (`archive`, a path of the view `tree` it was
+/// listed in), read once through the store the view is of (an object store's, for a path
+/// of its mirror; a local directory's, for a file under the tree's root), never as a file of
+/// a store's mirror, as `manifest_at` reads it: what a caller judges and hands on, so that
+/// nothing reads it a second time. A manifest that is not there or does not parse is the
+/// backup's failure; a store that cannot answer, the environment's.
+pub async fn manifest_listed(tree: &crate::storage::tree::Tree, archive: &Path) -> Result<ListedManifest, Failure> {
+    let local = || -> Option<(Arc<dyn crate::storage::Store>, String)> {
+        let key = archive.strip_prefix(tree.root()).ok()?.to_str()?.to_string();
+        Some((Arc::new(crate::storage::local::FsStore::new(tree.root())), key))
+    };
+    let (store, key) = tree.object(archive).or_else(local).ok_or_else(|| {
+        Failure::failed(format!("missing manifest {}", tree.display(&layout::manifest_path(archive))))
+    })?;
+    match manifest_at(&*store, &key).await? {
+        Some((manifest, text)) => Ok(ListedManifest { store, archive: key, manifest, text }),
+        None => Err(Failure::failed(format!("missing manifest {}", store.url_of(&layout::manifest_key(&key))))),
+    }
+}
+
+/// A listed backup's manifest read through its store (`manifest_listed`).
+#[derive(Clone)]
+pub struct ListedManifest {
+    /// The store holding the backup, and the archive's key there.
+    pub store: Arc<dyn crate::storage::Store>,
+    pub archive: String,
+    pub manifest: Manifest,
+    /// The bytes it was read from (what its MAC covers).
+    pub text: Vec<u8>,
+}
+
+impl ListedManifest {
+    /// The manifest judged against its archive's header (see `authenticate_manifest_in`),
+    /// the header read through the store from the version the run first saw, the manifest
+    /// not read again.
+    pub async fn judged(&self, key: Option<&KeySource>) -> Result<ManifestTrust, Failure> {
+        let shown = self.store.url_of(&layout::manifest_key(&self.archive));
+        let meta = self.store.head_pinned(&self.archive).await.map_err(Failure::environment)?.ok_or_else(|| {
+            Failure::failed(format!("{shown}: its backup {} is not there", self.store.url_of(&self.archive)))
+        })?;
+        authenticate_manifest_seen(&*self.store, &self.archive, &meta, &self.text, key).await
+    }
 }
 
 impl Manifest {
