@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
+use crate::archive::{self, Codec, KeySource, Sizes, WriteOptions};
 use crate::error::{Class, Failure};
 use crate::storage::{Meta, Store};
 
@@ -71,18 +71,9 @@ pub struct BaseManifest {
     pub files: u64,
     /// SHA-256 of PostgreSQL's own backup_manifest inside the tar.
     pub backup_manifest_sha256: String,
-    pub codec: Codec,
-    pub level: i32,
-    pub cipher: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kdf: Option<Kdf>,
-    pub sizes: Sizes,
-    /// SHA-256 of the stored object.
-    pub sha256: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub started_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub finished_at: OffsetDateTime,
+    /// How the stored object was written, and when (read as the manifest's own fields).
+    #[serde(flatten)]
+    pub stored: super::Stored,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<super::ManifestAuth>,
     /// The schema of the database the backup connected to, read before pg_basebackup started
@@ -113,6 +104,19 @@ async fn database_schema(c: &tokio_postgres::Client, database: &str) -> Result<D
     let (schema_hash, schema) = crate::pg::fingerprint::compute_schema(c).await.map_err(env)?;
     c.batch_execute("commit").await.map_err(env)?;
     Ok(DatabaseSchema { database: database.to_string(), schema_hash, schema })
+}
+
+impl std::ops::Deref for BaseManifest {
+    type Target = super::Stored;
+    fn deref(&self) -> &super::Stored {
+        &self.stored
+    }
+}
+
+impl std::ops::DerefMut for BaseManifest {
+    fn deref_mut(&mut self) -> &mut super::Stored {
+        &mut self.stored
+    }
 }
 
 impl BaseManifest {
@@ -561,14 +565,16 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         tablespaces,
         files: seen.files,
         backup_manifest_sha256: archive::hex(&<sha2::Sha256 as sha2::Digest>::digest(&pg_manifest)),
-        codec: Codec::Zstd,
-        level: opts.level,
-        cipher: if mac_key.is_some() { "aes-256-gcm".into() } else { "none".into() },
-        kdf: header.as_ref().and_then(|h| h.kdf.clone()),
-        sizes,
-        sha256,
-        started_at,
-        finished_at: OffsetDateTime::now_utc(),
+        stored: super::Stored {
+            codec: Codec::Zstd,
+            level: opts.level,
+            cipher: if mac_key.is_some() { "aes-256-gcm".into() } else { "none".into() },
+            kdf: header.as_ref().and_then(|h| h.kdf.clone()),
+            sizes,
+            sha256,
+            started_at,
+            finished_at: OffsetDateTime::now_utc(),
+        },
         authentication: None,
         database_schema,
         evidence: opts.evidence.clone(),
@@ -957,4 +963,87 @@ pub(crate) fn verify_files(
     } else {
         Err(format!("FAILED: {}", super::stderr_tail(&String::from_utf8_lossy(&out.stderr), 5)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A base backup's manifest as pgdrill writes it (`to_vec_pretty`), every field set: base
+    /// backups on disk carry this JSON, so it must read and write back byte for byte whatever
+    /// its parts are declared as (issue 37: the fields every stored object's manifest has,
+    /// declared once).
+    const WRITTEN: &str = r#"{
+  "schema": "pgdrill.base/1",
+  "kind": "base",
+  "pgdrill_version": "0.1.0",
+  "system_identifier": "7312345678901234567",
+  "timeline": 1,
+  "start_lsn": "0/2000028",
+  "stop_lsn": "0/2000100",
+  "server_version": "17.2",
+  "server_major": 17,
+  "pg_basebackup_version": "17.2",
+  "wal_segment_size": 16777216,
+  "wal_method": "fetch",
+  "tablespaces": [
+    {
+      "oid": 16390,
+      "name": "fast",
+      "location": "/srv/fast"
+    }
+  ],
+  "layout": "tars",
+  "files": 1234,
+  "backup_manifest_sha256": "aa55",
+  "codec": "zstd",
+  "level": 3,
+  "cipher": "aes-256-gcm",
+  "kdf": {
+    "alg": "raw"
+  },
+  "sizes": {
+    "raw": 33554432,
+    "compressed": 4194304,
+    "stored": 4200000
+  },
+  "sha256": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+  "started_at": "2026-12-01T02:00:00Z",
+  "finished_at": "2026-12-01T02:00:09.5Z",
+  "authentication": {
+    "alg": "hmac-sha256",
+    "mac": "beef"
+  },
+  "database_schema": {
+    "database": "shop",
+    "schema_hash": "ab",
+    "schema": {
+      "tables": [
+        "public.t r"
+      ]
+    }
+  },
+  "evidence": {
+    "location": "/srv/evidence",
+    "chain": "c0ffee",
+    "sequence": 3,
+    "record_sha256": "33"
+  }
+}"#;
+
+    #[test]
+    fn a_base_manifest_as_written_on_disk_reads_and_writes_back_byte_for_byte() {
+        let m: super::BaseManifest = serde_json::from_str(WRITTEN).expect("a written manifest parses");
+        assert_eq!(serde_json::to_string_pretty(&m).expect("json"), WRITTEN);
+        assert_eq!(
+            (m.sizes.stored, m.cipher.as_str(), m.system()),
+            (4_200_000, "aes-256-gcm", Some(7312345678901234567))
+        );
+        // Without what is optional (one tar, no key derivation, no MAC, schema or evidence).
+        let mut v: serde_json::Value = serde_json::from_str(WRITTEN).expect("json");
+        for k in ["layout", "kdf", "authentication", "database_schema", "evidence"] {
+            v.as_object_mut().expect("object").remove(k);
+        }
+        let m: super::BaseManifest = serde_json::from_value(v.clone()).expect("parses");
+        assert!(m.kdf.is_none() && m.layout.is_none());
+        assert_eq!(serde_json::to_value(&m).expect("json"), v, "written back without them");
+    }
 }

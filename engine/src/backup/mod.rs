@@ -158,6 +158,102 @@ mod manifest_tests {
             e.message
         );
     }
+
+    /// A manifest as pgdrill writes it (`to_vec_pretty`), every field set: a key derivation,
+    /// a MAC, a team's envelope, the source's locale, an evidence head. Backups on disk carry
+    /// this JSON, so it must read and write back byte for byte whatever its parts are declared
+    /// as (issue 37: the fields every stored object's manifest has, and the source's locale,
+    /// each declared once).
+    const WRITTEN: &str = r#"{
+  "schema": "pgdrill.manifest/1",
+  "pgdrill_version": "0.1.0",
+  "database": "shop",
+  "server_version": "15.10",
+  "server_major": 15,
+  "pg_dump_version": "15.10",
+  "format": "custom",
+  "codec": "zstd",
+  "level": 3,
+  "cipher": "aes-256-gcm",
+  "kdf": {
+    "alg": "argon2id",
+    "salt": "c2FsdHNhbHRzYWx0c2FsdA",
+    "m_cost": 65536,
+    "t_cost": 3,
+    "p_cost": 1
+  },
+  "sizes": {
+    "raw": 4096,
+    "compressed": 1024,
+    "stored": 1200
+  },
+  "sha256": "0f0e0d0c0b0a09080706050403020100000102030405060708090a0b0c0d0e0f",
+  "started_at": "2026-11-21T15:45:00.123Z",
+  "finished_at": "2026-11-21T15:45:02Z",
+  "snapshot": "00000003-00000002-1",
+  "fingerprint": {
+    "mode": "full",
+    "schema_hash": "ab12",
+    "schema": {
+      "columns": [
+        "public.t id integer"
+      ],
+      "tables": [
+        "public.t r"
+      ]
+    },
+    "tables": {
+      "public.t": {
+        "rows": 2,
+        "hash": "cd34",
+        "field_hash": "ef56"
+      }
+    }
+  },
+  "stored_as": "shop_copy",
+  "authentication": {
+    "alg": "hmac-sha256",
+    "mac": "9f9e"
+  },
+  "key_fingerprint": "sha256:1a2b",
+  "database_properties": {
+    "encoding": "UTF8",
+    "lc_collate": "C",
+    "lc_ctype": "C",
+    "locale_provider": "icu",
+    "locale": "sv-SE",
+    "icu_rules": "&a < b",
+    "source_collation_version": "153.120"
+  },
+  "envelope": "openssl",
+  "evidence": {
+    "location": "s3://evidence/prod",
+    "chain": "c0ffee",
+    "sequence": 7,
+    "record_sha256": "77"
+  }
+}"#;
+
+    #[test]
+    fn a_manifest_as_written_on_disk_reads_and_writes_back_byte_for_byte() {
+        let m: super::Manifest = serde_json::from_str(WRITTEN).expect("a written manifest parses");
+        assert_eq!(serde_json::to_string_pretty(&m).expect("json"), WRITTEN);
+        // Read as before, whatever part declares them.
+        assert_eq!((m.sizes.stored, m.level, m.sha256.len()), (1200, 3, 64));
+        assert_eq!(m.started_at.unix_timestamp_nanos(), 1_795_275_900_123_000_000);
+        let p = m.database_properties.as_ref().expect("properties");
+        assert_eq!(p.summary(), "UTF8, icu sv-SE (lc_collate C, lc_ctype C)");
+        // The oldest form: no optional part at all.
+        let mut v: serde_json::Value = serde_json::from_str(WRITTEN).expect("json");
+        for k in
+            ["kdf", "stored_as", "authentication", "key_fingerprint", "database_properties", "envelope", "evidence"]
+        {
+            v.as_object_mut().expect("object").remove(k);
+        }
+        let m: super::Manifest = serde_json::from_value(v.clone()).expect("an older manifest parses");
+        assert!(m.kdf.is_none() && m.database_properties.is_none());
+        assert_eq!(serde_json::to_value(&m).expect("json"), v, "written back without them");
+    }
 }
 
 /// pg_dump output formats.
@@ -207,17 +303,9 @@ pub struct Manifest {
     pub server_major: u32,
     pub pg_dump_version: String,
     pub format: Format,
-    pub codec: Codec,
-    pub level: i32,
-    pub cipher: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kdf: Option<Kdf>,
-    pub sizes: Sizes,
-    pub sha256: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub started_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub finished_at: OffsetDateTime,
+    /// How the stored object was written, and when (read as the manifest's own fields).
+    #[serde(flatten)]
+    pub stored: Stored,
     pub snapshot: String,
     pub fingerprint: Option<Fingerprint>,
     /// The name the backup is stored under (`name:` of backup.create) when it is not the
@@ -266,6 +354,40 @@ pub struct EvidenceHead {
     pub record_sha256: String,
 }
 
+/// How a stored backup's object was written, and when: the fields every manifest pgdrill
+/// writes beside one has (a dump's `Manifest`, a base backup's `base::BaseManifest`), in the
+/// same place among their others. Declared once and flattened into both
+/// (`#[serde(flatten)]`), so their JSON is what it always was; each manifest reads them as
+/// its own fields (`Deref`), as its readers always did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    pub codec: Codec,
+    pub level: i32,
+    pub cipher: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<Kdf>,
+    pub sizes: Sizes,
+    /// SHA-256 of the stored object.
+    pub sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+}
+
+impl std::ops::Deref for Manifest {
+    type Target = Stored;
+    fn deref(&self) -> &Stored {
+        &self.stored
+    }
+}
+
+impl std::ops::DerefMut for Manifest {
+    fn deref_mut(&mut self) -> &mut Stored {
+        &mut self.stored
+    }
+}
+
 fn is_pgdrill(e: &Envelope) -> bool {
     *e == Envelope::Pgdrill
 }
@@ -281,14 +403,9 @@ pub struct DatabaseProperties {
     pub encoding: String,
     pub lc_collate: String,
     pub lc_ctype: String,
-    /// `libc`, `icu` or `builtin`; empty before PostgreSQL 15.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub locale_provider: String,
-    /// The ICU (or builtin) locale.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub locale: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub icu_rules: String,
+    /// Its provider, ICU (or builtin) locale and ICU rules.
+    #[serde(flatten)]
+    pub locale: crate::pg::Locale,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source_collation_version: String,
 }
@@ -309,16 +426,14 @@ impl DatabaseProperties {
             encoding: row.get(1),
             lc_collate: d.text("datcollate"),
             lc_ctype: d.text("datctype"),
-            locale_provider: d.locale_provider(),
-            locale: d.locale(),
-            icu_rules: d.text("daticurules"),
+            locale: crate::pg::Locale::of(&d),
             source_collation_version: d.text("datcollversion"),
         })
     }
 
     /// One line for a log: `UTF8, icu de-DE (lc_collate C, lc_ctype C)`.
     pub fn summary(&self) -> String {
-        let provider = match (self.locale_provider.as_str(), self.locale.as_str()) {
+        let provider = match (self.locale.provider.as_str(), self.locale.name.as_str()) {
             ("", _) => String::new(),
             (p, "") => format!(", {p}"),
             (p, l) => format!(", {p} {l}"),
@@ -614,14 +729,67 @@ pub async fn manifest_at(
     archive: &str,
 ) -> Result<Option<(Manifest, Vec<u8>)>, Failure> {
     let key = layout::manifest_key(archive);
-    // As the run first saw it (a listing's answer, with no request of its own).
-    if store.head_pinned(&key).await.map_err(Failure::environment)?.is_none() {
+    // As the run first saw it (a listing's answer, with no request of its own), and read as
+    // that version: a manifest replaced since fails to read, never judged with the archive
+    // the other one was written for.
+    let Some(seen) = store.head_pinned(&key).await.map_err(Failure::environment)? else {
         return Ok(None);
-    }
-    let bytes = store.read(&key).await.map_err(Failure::environment)?;
-    let m = serde_json::from_slice(&bytes)
-        .map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", store.url_of(&key))))?;
+    };
+    let shown = store.url_of(&key);
+    let r = store.open(&key, Some(0..seen.size), seen.version.as_deref()).await.map_err(Failure::environment)?;
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        r.take(seen.size).read_to_end(&mut v).map(|_| v)
+    })
+    .await
+    .map_err(|e| Failure::environment(e.to_string()))?
+    .map_err(|e| Failure::environment(format!("reading {shown}: {e}")))?;
+    let m = serde_json::from_slice(&bytes).map_err(|e| Failure::failed(format!("unreadable manifest {shown}: {e}")))?;
     Ok(Some((m, bytes)))
+}
+
+/// The manifest of a backup a listing found (`archive`, a path of the view `tree` it was
+/// listed in), read once through the store the view is of (an object store's, for a path
+/// of its mirror; a local directory's, for a file under the tree's root), never as a file of
+/// a store's mirror, as `manifest_at` reads it: what a caller judges and hands on, so that
+/// nothing reads it a second time. A manifest that is not there or does not parse is the
+/// backup's failure; a store that cannot answer, the environment's.
+pub async fn manifest_listed(tree: &crate::storage::tree::Tree, archive: &Path) -> Result<ListedManifest, Failure> {
+    let local = || -> Option<(Arc<dyn crate::storage::Store>, String)> {
+        let key = archive.strip_prefix(tree.root()).ok()?.to_str()?.to_string();
+        Some((Arc::new(crate::storage::local::FsStore::new(tree.root())), key))
+    };
+    let (store, key) = tree.object(archive).or_else(local).ok_or_else(|| {
+        Failure::failed(format!("missing manifest {}", tree.display(&layout::manifest_path(archive))))
+    })?;
+    match manifest_at(&*store, &key).await? {
+        Some((manifest, text)) => Ok(ListedManifest { store, archive: key, manifest, text }),
+        None => Err(Failure::failed(format!("missing manifest {}", store.url_of(&layout::manifest_key(&key))))),
+    }
+}
+
+/// A listed backup's manifest read through its store (`manifest_listed`).
+#[derive(Clone)]
+pub struct ListedManifest {
+    /// The store holding the backup, and the archive's key there.
+    pub store: Arc<dyn crate::storage::Store>,
+    pub archive: String,
+    pub manifest: Manifest,
+    /// The bytes it was read from (what its MAC covers).
+    pub text: Vec<u8>,
+}
+
+impl ListedManifest {
+    /// The manifest judged against its archive's header (see `authenticate_manifest_in`),
+    /// the header read through the store from the version the run first saw, the manifest
+    /// not read again.
+    pub async fn judged(&self, key: Option<&KeySource>) -> Result<ManifestTrust, Failure> {
+        let shown = self.store.url_of(&layout::manifest_key(&self.archive));
+        let meta = self.store.head_pinned(&self.archive).await.map_err(Failure::environment)?.ok_or_else(|| {
+            Failure::failed(format!("{shown}: its backup {} is not there", self.store.url_of(&self.archive)))
+        })?;
+        authenticate_manifest_seen(&*self.store, &self.archive, &meta, &self.text, key).await
+    }
 }
 
 impl Manifest {
@@ -1202,14 +1370,16 @@ pub async fn create_as(
         server_major,
         pg_dump_version,
         format: opts.format,
-        codec: opts.codec,
-        level: opts.level,
-        cipher: envelope.cipher(opts.key.is_some()).into(),
-        kdf: None,
-        sizes,
-        sha256: sha256.clone(),
-        started_at,
-        finished_at: OffsetDateTime::now_utc(),
+        stored: Stored {
+            codec: opts.codec,
+            level: opts.level,
+            cipher: envelope.cipher(opts.key.is_some()).into(),
+            kdf: None,
+            sizes,
+            sha256: sha256.clone(),
+            started_at,
+            finished_at: OffsetDateTime::now_utc(),
+        },
         snapshot,
         fingerprint,
         stored_as,

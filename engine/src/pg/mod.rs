@@ -419,6 +419,32 @@ pub fn server_id(url: &str) -> Result<String, Failure> {
     })
 }
 
+/// A database's locale beyond its encoding and lc_* settings, as pg_database holds it: the
+/// provider, the ICU (or builtin) locale and the ICU rules, each empty where the server has
+/// none. Declared once for what a backup's manifest records of its source
+/// (`backup::DatabaseProperties`) and what a restore's journal keeps across a recreate
+/// (`restore::Properties`): both flatten it (`#[serde(flatten)]`) under the names they always
+/// wrote, so their JSON is what it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Locale {
+    /// `libc`, `icu` or `builtin`; empty before PostgreSQL 15.
+    #[serde(rename = "locale_provider", default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
+    /// The ICU (or builtin) locale.
+    #[serde(rename = "locale", default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// ICU tailoring rules (PostgreSQL 16 and later).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub icu_rules: String,
+}
+
+impl Locale {
+    /// The locale of the database `row` is of.
+    pub fn of(row: &DatabaseRow) -> Locale {
+        Locale { provider: row.locale_provider(), name: row.locale(), icu_rules: row.text("daticurules") }
+    }
+}
+
 /// A row of `pg_database` read as JSON (`to_jsonb(d)`), so that one query serves every
 /// major (columns appear and are renamed between them); a column that is not there reads as
 /// empty.

@@ -237,7 +237,7 @@ impl PhysicalSource for OwnSource {
     fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
         let (m, authenticated) =
             self.block_on(base::read_manifest(self.store.as_ref(), &backup.id, Some(&self.key)))?;
-        Ok(authenticated.then(|| (self.store.url_of(&backup.id), m.sha256)))
+        Ok(authenticated.then(|| (self.store.url_of(&backup.id), m.stored.sha256)))
     }
 
     /// The segment's sha256 from its authenticated preamble: the object is read and unsealed

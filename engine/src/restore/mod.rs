@@ -87,15 +87,9 @@ pub struct Entry {
 /// are the server's defaults (or a server too old to have them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Properties {
-    /// `libc`, `icu` or `builtin` (PostgreSQL 15 and later).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub locale_provider: String,
-    /// The ICU (or builtin) locale.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub locale: String,
-    /// ICU tailoring rules (PostgreSQL 16 and later).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub icu_rules: String,
+    /// Its provider, ICU (or builtin) locale and ICU rules.
+    #[serde(flatten)]
+    pub locale: crate::pg::Locale,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub collation_version: String,
     /// Its default tablespace, when not `pg_default`.
@@ -118,9 +112,7 @@ impl Properties {
             let d = crate::pg::DatabaseRow::parse(&r.get::<_, String>(0));
             let tablespace: String = r.get(1);
             Properties {
-                locale_provider: d.locale_provider(),
-                locale: d.locale(),
-                icu_rules: d.text("daticurules"),
+                locale: crate::pg::Locale::of(&d),
                 collation_version: d.text("datcollversion"),
                 tablespace: if tablespace == "pg_default" { String::new() } else { tablespace },
             }
@@ -132,18 +124,19 @@ impl Properties {
         use crate::pg::native::quote_ident;
         let lit = crate::pg::native::quote_literal;
         let mut sql = String::new();
-        if !self.locale_provider.is_empty() {
-            sql.push_str(&format!(" locale_provider {}", quote_ident(&self.locale_provider)));
+        let l = &self.locale;
+        if !l.provider.is_empty() {
+            sql.push_str(&format!(" locale_provider {}", quote_ident(&l.provider)));
         }
-        if !self.locale.is_empty() {
-            match self.locale_provider.as_str() {
-                "icu" => sql.push_str(&format!(" icu_locale {}", lit(&self.locale))),
-                "builtin" => sql.push_str(&format!(" builtin_locale {}", lit(&self.locale))),
+        if !l.name.is_empty() {
+            match l.provider.as_str() {
+                "icu" => sql.push_str(&format!(" icu_locale {}", lit(&l.name))),
+                "builtin" => sql.push_str(&format!(" builtin_locale {}", lit(&l.name))),
                 _ => {}
             }
         }
-        if !self.icu_rules.is_empty() {
-            sql.push_str(&format!(" icu_rules {}", lit(&self.icu_rules)));
+        if !l.icu_rules.is_empty() {
+            sql.push_str(&format!(" icu_rules {}", lit(&l.icu_rules)));
         }
         if !self.collation_version.is_empty() {
             sql.push_str(&format!(" collation_version {}", lit(&self.collation_version)));
@@ -157,13 +150,13 @@ impl Properties {
     /// A short account for logs and messages.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
-        if !self.locale_provider.is_empty() {
-            parts.push(format!("locale provider {}", self.locale_provider));
+        if !self.locale.provider.is_empty() {
+            parts.push(format!("locale provider {}", self.locale.provider));
         }
-        if !self.locale.is_empty() {
-            parts.push(format!("locale {}", self.locale));
+        if !self.locale.name.is_empty() {
+            parts.push(format!("locale {}", self.locale.name));
         }
-        if !self.icu_rules.is_empty() {
+        if !self.locale.icu_rules.is_empty() {
             parts.push("ICU rules".to_string());
         }
         if !self.collation_version.is_empty() {
@@ -760,21 +753,36 @@ mod tests {
         assert!(!j.unfinished());
     }
 
+    /// A journal's `properties` as pgdrill writes them (`to_vec_pretty`): journals on disk
+    /// carry this JSON, so it reads and writes back byte for byte whatever part declares the
+    /// locale (issue 37: declared once with the backup manifest's `database_properties`);
+    /// the server's defaults (empty) are left out.
+    #[test]
+    fn journal_properties_as_written_read_and_write_back_byte_for_byte() {
+        let written = "{\n  \"locale_provider\": \"icu\",\n  \"locale\": \"de-DE\",\n  \"icu_rules\": \"&a < b\",\n  \"collation_version\": \"153.120\",\n  \"tablespace\": \"fast\"\n}";
+        let p: Properties = serde_json::from_str(written).expect("parses");
+        assert_eq!(serde_json::to_string_pretty(&p).expect("json"), written);
+        assert!(p.summary().contains("de-DE"), "{}", p.summary());
+        let defaults: Properties = serde_json::from_str("{}").expect("parses");
+        assert_eq!(defaults, Properties::default());
+        assert_eq!(serde_json::to_string(&defaults).expect("json"), "{}");
+        let libc = "{\"collation_version\":\"2.36\"}";
+        let p: Properties = serde_json::from_str(libc).expect("parses");
+        assert_eq!(serde_json::to_string(&p).expect("json"), libc);
+    }
+
     #[test]
     fn database_properties_reach_create_database_as_data() {
-        let p = Properties {
-            locale_provider: "icu".into(),
-            locale: "en-US-u-co-x'y".into(),
-            icu_rules: "&a < b".into(),
-            collation_version: "153.120".into(),
-            tablespace: "fast \"disk\"".into(),
-        };
+        let locale =
+            crate::pg::Locale { provider: "icu".into(), name: "en-US-u-co-x'y".into(), icu_rules: "&a < b".into() };
+        let p = Properties { locale, collation_version: "153.120".into(), tablespace: "fast \"disk\"".into() };
         assert_eq!(
             p.create_options(),
             r#" locale_provider "icu" icu_locale 'en-US-u-co-x''y' icu_rules '&a < b' collation_version '153.120' tablespace "fast ""disk""""#
         );
         assert_eq!(Properties::default().create_options(), "");
-        let builtin = Properties { locale_provider: "builtin".into(), locale: "C.UTF-8".into(), ..Default::default() };
+        let locale = crate::pg::Locale { provider: "builtin".into(), name: "C.UTF-8".into(), ..Default::default() };
+        let builtin = Properties { locale, ..Default::default() };
         assert_eq!(builtin.create_options(), r#" locale_provider "builtin" builtin_locale 'C.UTF-8'"#);
     }
 

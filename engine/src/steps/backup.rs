@@ -733,7 +733,8 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
     if let Some(e) = entries.first() {
         // The newest backup's manifest, or a loud error: an older backup in its place would
         // make a stale database look backed up.
-        let m = Manifest::read_in(&storage, &e.path).map_err(|err| {
+        // Read through the store the listing was of, never a file of its local mirror.
+        let m = crate::backup::manifest_listed(&storage, &e.path).await.map(|l| l.manifest).map_err(|err| {
             // The store failed to give the manifest (read now, not when listed): no verdict.
             if err.class == crate::error::Class::Environment {
                 return StepError::from(err);

@@ -372,17 +372,17 @@ async fn lacking_locales(client: &Client, src: &crate::backup::DatabasePropertie
             out.push(format!("the operating system locale {}", crate::pg::native::quote_literal(l)));
         }
     }
-    if src.locale_provider == "icu" && !src.locale.is_empty() {
+    if src.locale.provider == "icu" && !src.locale.name.is_empty() {
         let known: bool = client
             .query_one(
                 "select exists (select 1 from pg_collation c where c.collprovider = 'i' \
                  and coalesce(to_jsonb(c)->>'colllocale', to_jsonb(c)->>'colliculocale') = $1)",
-                &[&src.locale],
+                &[&src.locale.name],
             )
             .await?
             .get(0);
         if !known {
-            out.push(format!("the ICU locale {}", crate::pg::native::quote_literal(&src.locale)));
+            out.push(format!("the ICU locale {}", crate::pg::native::quote_literal(&src.locale.name)));
         }
     }
     Ok(out)
@@ -1453,9 +1453,9 @@ async fn compare_properties(
         .ok_or_else(|| StepError::failed(format!("database `{database}` does not exist")))?;
     let shown = |v: &str| if v.is_empty() { "the default".to_string() } else { format!("`{v}`") };
     let diff: Vec<String> = [
-        ("locale provider", &expected.locale_provider, &actual.locale_provider),
-        ("locale", &expected.locale, &actual.locale),
-        ("ICU rules", &expected.icu_rules, &actual.icu_rules),
+        ("locale provider", &expected.locale.provider, &actual.locale.provider),
+        ("locale", &expected.locale.name, &actual.locale.name),
+        ("ICU rules", &expected.locale.icu_rules, &actual.locale.icu_rules),
         ("collation version", &expected.collation_version, &actual.collation_version),
         ("tablespace", &expected.tablespace, &actual.tablespace),
     ]
@@ -1730,12 +1730,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
                 lc_collate: shape.lc_collate.clone().or_else(|| Some(src.lc_collate.clone()).filter(|e| !e.is_empty())),
                 lc_ctype: shape.lc_ctype.clone().or_else(|| Some(src.lc_ctype.clone()).filter(|e| !e.is_empty())),
                 properties: shape.properties.clone().or_else(|| {
-                    Some(crate::restore::Properties {
-                        locale_provider: src.locale_provider.clone(),
-                        locale: src.locale.clone(),
-                        icu_rules: src.icu_rules.clone(),
-                        ..Default::default()
-                    })
+                    Some(crate::restore::Properties { locale: src.locale.clone(), ..Default::default() })
                 }),
                 ..shape.clone()
             };

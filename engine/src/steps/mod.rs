@@ -600,6 +600,16 @@ pub(crate) const HEAD: u64 = crate::archive::MAX_HEADER as u64 + 64;
 /// archive's header), its manifest read beside it. `None` for a local file, one already
 /// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
 pub async fn stream_of(named: &crate::storage::Named) -> Result<Option<FromStore>, StepError> {
+    stream_with(named, None).await
+}
+
+/// `stream_of`, with the manifest beside it already read through its store (`read`: the
+/// manifest and its bytes, as `backup.pick` read them when it chose the backup from a
+/// listing), so that it is not read a second time; `None`: read it now.
+pub async fn stream_with(
+    named: &crate::storage::Named,
+    read: Option<(crate::backup::Manifest, Vec<u8>)>,
+) -> Result<Option<FromStore>, StepError> {
     use crate::backup::source::{self, Origin};
     let Some(object) = named.streamed(HEAD).await.map_err(StepError::environment)? else { return Ok(None) };
     let origin = if object.key().ends_with(".pgdrill") {
@@ -615,7 +625,10 @@ pub async fn stream_of(named: &crate::storage::Named) -> Result<Option<FromStore
     };
     // Fails closed: a manifest beside it that does not parse is a failed check, as it is
     // beside a file here (`backup::sidecar_in`).
-    let manifest = crate::backup::manifest_at(object.store(), object.key()).await?;
+    let manifest = match read {
+        Some(read) => Some(read),
+        None => crate::backup::manifest_at(object.store(), object.key()).await?,
+    };
     Ok(Some(FromStore { object, origin, manifest }))
 }
 

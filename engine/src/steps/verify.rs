@@ -232,6 +232,9 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     // The picked backup as its store says it is, when it is an object in a store (its head,
     // first bytes and manifest, read there: no local stand-in of it is made, issue 37).
     let mut from_store: Option<super::FromStore> = None;
+    // The manifest of a backup chosen from a listing, read once through its store when it
+    // was chosen: what is judged and handed on below, never read again.
+    let mut listed: Option<crate::backup::ListedManifest> = None;
     // The view the picked path is in (the storage's, or the named object's): how it is
     // shown and read, with its store in hand.
     let mut tree = storage.clone().unwrap_or_default();
@@ -263,27 +266,26 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             }
             entries.retain(|e| e.made <= horizon);
             // Fail closed: an unreadable manifest of the newest backup is an error, never a
-            // reason to quietly verify (and call fresh) an older one.
-            let manifest_of = |e: &crate::backup::layout::Entry| -> Result<Manifest, StepError> {
-                Manifest::read_in(&storage, &e.path).map_err(|err| {
-                    // The store failed to give the manifest (read when picked): no verdict.
-                    if err.class == crate::error::Class::Environment {
-                        return StepError::from(err);
-                    }
-                    // In an object store the message names the object, never this run's
-                    // local mirror of it (which the operator cannot see or repair).
-                    let mp = crate::backup::layout::manifest_path(&e.path);
-                    let err = err
-                        .to_string()
-                        .replace(&mp.display().to_string(), &storage.display(&mp))
-                        .replace(&e.path.display().to_string(), &storage.display(&e.path));
-                    let folder = e.path.parent().unwrap_or(Path::new("."));
-                    StepError::failed(format!(
-                        "{err}; refusing to pick another backup in its place: repair it, or move {} and its manifest out of {} to use the older ones",
-                        e.name,
-                        storage.display(folder)
-                    ))
-                })
+            // reason to quietly verify (and call fresh) an older one. Read once, through the
+            // store the listing was of (never a file of its local mirror), pinned to the
+            // version the listing saw: the chosen backup's manifest is judged and handed on
+            // from this read (issue 37).
+            let manifest_of = |e: &crate::backup::layout::Entry| {
+                let (storage, e) = (storage.clone(), e.clone());
+                async move {
+                    crate::backup::manifest_listed(&storage, &e.path).await.map_err(|err| {
+                        // The store failed to give the manifest (read when picked): no verdict.
+                        if err.class == crate::error::Class::Environment {
+                            return StepError::from(err);
+                        }
+                        let folder = e.path.parent().unwrap_or(Path::new("."));
+                        StepError::failed(format!(
+                            "{err}; refusing to pick another backup in its place: repair it, or move {} and its manifest out of {} to use the older ones",
+                            e.name,
+                            storage.display(folder)
+                        ))
+                    })
+                }
             };
             if asked != Asked::Random {
                 // `label:` names a deployment's backup first (`resolve::deployed`).
@@ -300,7 +302,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 match chosen {
                     Some(e) => {
                         if !e.foreign {
-                            manifest_of(e)?;
+                            listed = Some(manifest_of(e).await?);
                         }
                         if let Asked::At { until, written } = &asked {
                             ctx.log(format!("`{written}`: the newest backup made at or before {}", rfc3339(*until)));
@@ -325,17 +327,27 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH);
                 let mut recent = Vec::new();
                 for e in &entries {
-                    let made = if e.foreign { e.made } else { manifest_of(e)?.finished_at };
+                    let (made, read) = match e.foreign {
+                        true => (e.made, None),
+                        false => {
+                            let read = manifest_of(e).await?;
+                            (read.manifest.finished_at, Some(read))
+                        }
+                    };
                     if made >= cutoff {
-                        recent.push(e);
+                        recent.push((e, read));
                     }
                 }
                 let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as usize;
-                (!recent.is_empty()).then(|| {
-                    let e = recent[nanos % recent.len()];
-                    picked = Some(e.clone());
-                    e.path.clone()
-                })
+                match recent.is_empty() {
+                    true => None,
+                    false => {
+                        let (e, read) = recent.swap_remove(nanos % recent.len());
+                        picked = Some(e.clone());
+                        listed = read;
+                        Some(e.path.clone())
+                    }
+                }
             }
             .ok_or_else(|| {
                 let legacy = w
@@ -413,9 +425,11 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     // pgdrill's own (read again by the step that needs them, beside the throwaway server's
     // start); another tool's file has no manifest to say its sha256, so it is read through
     // once here as a stream to compute it, and read as a stream again by the steps that
-    // check and restore it. Only what needs a local file (gpg) is downloaded.
+    // check and restore it. Only what needs a local file (gpg) is downloaded. The manifest
+    // the choice from a listing read is the one judged: it is not read again.
     if from_store.is_none() && tree.object(&path).is_some() && tree.is_stand_in(&path) {
-        from_store = super::stream_of(&ctx.object(&tree.display(&path))?).await?;
+        let read = listed.as_ref().map(|l| (l.manifest.clone(), l.text.clone()));
+        from_store = super::stream_with(&ctx.object(&tree.display(&path))?, read).await?;
     }
     let path = match tree.object(&path) {
         Some((_, rel)) if from_store.is_none() && tree.is_stand_in(&path) => {
@@ -456,6 +470,12 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 (None, Some(s)) => {
                     let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
                     s.judged(key.as_ref()).await?
+                }
+                (None, None) if listed.is_some() => {
+                    let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
+                    let l = listed.take().ok_or_else(|| StepError::environment("backup.pick: no manifest read"))?;
+                    let trust = l.judged(key.as_ref()).await.map_err(StepError::from)?;
+                    (l.manifest, trust)
                 }
                 (None, None) => {
                     let m = Manifest::read_in(&tree, &path).map_err(StepError::from)?;

@@ -8,11 +8,11 @@
 //! The object_store crate behind `remote.rs` cannot send retention headers nor set an
 //! object's retention, so this is a small S3 client of its own (AWS Signature Version 4
 //! through OpenSSL's HMAC), for these requests only: the bucket's lock configuration, HEAD,
-//! GET and PUT of one object, and PutObjectRetention of one version. Credentials come from
-//! the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`);
-//! region, endpoint and plain HTTP from the location's options (`region`, `endpoint`,
-//! `allow_http`) or the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
-//! An endpoint is addressed path-style, as `remote.rs` does.
+//! GET and PUT of one object, and PutObjectRetention of one version. What it sends them with
+//! is what the location's store is built with (`remote::s3_access`, the one configuration of
+//! an S3 client): credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, AWS_PROFILE), region, endpoint, addressing and plain HTTP from the
+//! location's options or the environment, and the store's request and connect timeouts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -84,46 +84,30 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
 }
 
 impl S3 {
-    /// The client of `bucket`: a location's options (`opts`) first, then the environment.
-    fn new(bucket: &str, opts: &BTreeMap<String, String>) -> Result<S3, Error> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (Some(access_key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+    /// The client of an S3 location, made from what its store is made with
+    /// (`remote::s3_access`: the environment, AWS_PROFILE, the location's options, the
+    /// store's timeouts), so that both send their requests with the same credentials, to the
+    /// same endpoint and region, within the same bounds.
+    fn new(access: super::remote::S3Access) -> Result<S3, Error> {
+        let super::remote::S3Access {
+            bucket, endpoint, path_style, region, allow_http, access_key, secret, token, ..
+        } = access;
+        let (Some(access_key), Some(secret)) = (access_key, secret) else {
             return Err(Error::invalid(
-                "S3 Object Lock needs S3 credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones); a profile or an instance role is not read for it",
+                "S3 Object Lock needs S3 credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones) or AWS_PROFILE; an instance role is not read for it",
             ));
         };
-        let opt = |k: &str| opts.get(k).filter(|v| !v.is_empty()).cloned();
-        let region = opt("region")
-            .or_else(|| var("AWS_REGION"))
-            .or_else(|| var("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".into());
-        let (endpoint, path_style) =
-            match opt("endpoint").or_else(|| var("AWS_ENDPOINT_URL")).or_else(|| var("AWS_ENDPOINT")) {
-                Some(e) => (e.trim_end_matches('/').to_string(), true),
-                None => (format!("https://{bucket}.s3.{region}.amazonaws.com"), false),
-            };
-        let allow_http = opt("allow_http").or_else(|| var("AWS_ALLOW_HTTP"));
-        if endpoint.starts_with("http://")
-            && allow_http.is_none_or(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
-        {
+        if endpoint.starts_with("http://") && !allow_http {
             return Err(Error::invalid(format!(
                 "{endpoint} is plain HTTP: set AWS_ALLOW_HTTP=true to allow it (a local S3-compatible server)"
             )));
         }
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .timeout(access.timeout)
+            .connect_timeout(access.connect_timeout)
             .build()
             .map_err(|e| Error::environment(format!("an HTTP client: {e}")))?;
-        Ok(S3 {
-            client,
-            endpoint,
-            path_style,
-            bucket: bucket.into(),
-            region,
-            access_key,
-            secret,
-            token: var("AWS_SESSION_TOKEN"),
-        })
+        Ok(S3 { client, endpoint, path_style, bucket, region, access_key, secret, token })
     }
 
     /// A signed request: `key` within the bucket ("" for the bucket), `query` already in
@@ -195,26 +179,17 @@ impl S3 {
 /// The S3 client of `s3://BUCKET/PREFIX` (`location`), its bucket and its prefix.
 fn located(location: &str) -> Result<(S3, String, String), Error> {
     let shown = crate::util::one_line(location).into_owned();
-    let rest = location.strip_prefix("s3://").ok_or_else(|| {
-        Error::invalid(format!("{shown}: retention is kept only by S3 Object Lock: give s3://BUCKET/PREFIX"))
-    })?;
-    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (bucket, prefix) = base.split_once('/').unwrap_or((base, ""));
-    let prefix = prefix.trim_matches('/');
-    if bucket.is_empty() || prefix.split('/').any(|c| c == "." || c == "..") {
-        return Err(Error::invalid(format!("{shown}: write s3://BUCKET/PREFIX (no `.` or `..`)")));
+    if !location.trim_start().starts_with("s3://") {
+        return Err(Error::invalid(format!(
+            "{shown}: retention is kept only by S3 Object Lock: give s3://BUCKET/PREFIX"
+        )));
     }
-    // The options that say where the bucket is; the store's others (storage class,
-    // timeouts) do not concern a retention. The location was checked by the store that
-    // writes it (`remote::open` refuses credentials in it).
-    let opts: BTreeMap<String, String> = query
-        .split('&')
-        .filter_map(|p| p.split_once('=').or(Some((p, "true"))).filter(|(k, _)| !k.is_empty()))
-        .map(|(k, v)| (k.to_ascii_lowercase(), crate::util::percent_decode(v)))
-        .filter(|(k, _)| matches!(k.as_str(), "endpoint" | "region" | "allow_http"))
-        .collect();
-    let s3 = S3::new(bucket, &opts)?;
-    Ok((s3, bucket.to_string(), prefix.to_string()))
+    // Read as the store reads it (`remote::s3_access` checks it as `remote::open` does:
+    // no credentials in it, no unknown option, no `.` or `..`).
+    let access =
+        super::remote::s3_access(location).map_err(|e| Error::invalid(crate::util::one_line(&e).into_owned()))?;
+    let (bucket, prefix) = (access.bucket.clone(), access.prefix.clone());
+    Ok((S3::new(access)?, bucket, prefix))
 }
 
 /// An object under a prefix whose current version is a delete marker (a DELETE without a
@@ -624,29 +599,35 @@ mod tests {
         let e = Locked::open("/srv/backups").await.err().expect("a local directory was taken");
         assert_eq!(e.class(), crate::error::Class::Invalid, "{e}");
         assert!(e.to_string().contains("retention is kept only by S3 Object Lock"), "{e}");
-        let opts: BTreeMap<String, String> =
-            [("endpoint", "http://127.0.0.1:9"), ("allow_http", "true"), ("region", "eu-west-3")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        // Read as the store reads it (`remote::s3_access`): the location's options over the
+        // environment, path-style with an endpoint, the store's timeouts.
+        let access = super::super::remote::s3_access(
+            "s3://b/p?endpoint=http://127.0.0.1:9&allow_http=true&region=eu-west-3&timeout=7s",
+        )
+        .expect("an S3 location");
+        assert_eq!(
+            (access.endpoint.as_str(), access.path_style, access.region.as_str(), access.allow_http),
+            ("http://127.0.0.1:9", true, "eu-west-3", true)
+        );
+        assert_eq!((access.bucket.as_str(), access.prefix.as_str()), ("b", "p"));
+        assert_eq!(access.timeout, Duration::from_secs(7), "the store's request timeout");
         // Credentials are read from the environment: only where a test run has none set
         // does this say so rather than build the client.
-        match S3::new("b", &opts) {
-            Ok(s3) => {
-                assert_eq!(
-                    (s3.endpoint.as_str(), s3.path_style, s3.region.as_str()),
-                    ("http://127.0.0.1:9", true, "eu-west-3")
-                );
-            }
+        match S3::new(access) {
+            Ok(s3) => assert_eq!((s3.endpoint.as_str(), s3.path_style), ("http://127.0.0.1:9", true)),
             Err(e) => assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}"),
         }
-        let mut plain = opts.clone();
-        plain.remove("allow_http");
         if std::env::var("AWS_ALLOW_HTTP").is_err() {
-            if let Err(e) = S3::new("b", &plain) {
-                assert!(e.to_string().contains("AWS_ALLOW_HTTP") || e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
-            }
+            let plain =
+                super::super::remote::s3_access("s3://b/p?endpoint=http://127.0.0.1:9").expect("an S3 location");
+            assert!(!plain.allow_http);
+            let e = S3::new(plain).err().expect("plain HTTP was taken without AWS_ALLOW_HTTP");
+            assert!(e.to_string().contains("AWS_ALLOW_HTTP") || e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
         }
+        // A credential in the location is refused, as a store refuses it, and never shown.
+        let e = Locked::open("s3://b/p?secret=hunter2hunter2").await.err().expect("a credential in a location");
+        assert_eq!(e.class(), crate::error::Class::Invalid, "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(Mode::parse("Compliance"), Ok(Mode::Compliance));
         assert!(Mode::parse("forever").is_err());
     }

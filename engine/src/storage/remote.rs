@@ -232,13 +232,7 @@ pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remot
     let first_byte = first_byte_timeout(&opts, timeout)?;
     // Set key by key: the builders' other client settings (AWS_ALLOW_HTTP...) come from the
     // environment and must stay.
-    let timeouts = [
-        (object_store::ClientConfigKey::Timeout, humantime::format_duration(timeout).to_string()),
-        (
-            object_store::ClientConfigKey::ConnectTimeout,
-            humantime::format_duration(CONNECT_TIMEOUT.min(timeout)).to_string(),
-        ),
-    ];
+    let timeouts = client_timeouts(timeout);
     // Retries stop after half the first-byte timeout: a store that refuses connections (or
     // answers with errors) is then said with its own error, before the first-byte bound of
     // `bounded.rs` would call it silent.
@@ -246,29 +240,7 @@ pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remot
     let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
     {
         "s3" => {
-            let mut b =
-                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
-            for (k, v) in given(settings, "AWS_") {
-                if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
-                    b = b.with_config(key, v);
-                }
-            }
-            for (k, v) in &timeouts {
-                b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v);
-            }
-            b = aws_profile(b)?;
-            if let Some(e) = opts.get("endpoint") {
-                b = b.with_endpoint(e);
-            }
-            if let Some(r) = opts.get("region") {
-                b = b.with_region(r);
-            }
-            if let Some(p) = flag("path_style") {
-                b = b.with_virtual_hosted_style_request(!p);
-            }
-            if let Some(h) = flag("allow_http") {
-                b = b.with_allow_http(h);
-            }
+            let b = s3_builder(bucket, &opts, settings, &timeouts)?.with_retry(retry.clone());
             let built = Arc::new(b.build().map_err(|e| describe(&e))?);
             (built.clone(), built)
         }
@@ -349,6 +321,110 @@ pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remot
         seen: Arc::default(),
     };
     Ok(r)
+}
+
+/// The request timeout and the connect timeout of a location's requests.
+fn client_timeouts(timeout: std::time::Duration) -> [(object_store::ClientConfigKey, String); 2] {
+    [
+        (object_store::ClientConfigKey::Timeout, humantime::format_duration(timeout).to_string()),
+        (
+            object_store::ClientConfigKey::ConnectTimeout,
+            humantime::format_duration(CONNECT_TIMEOUT.min(timeout)).to_string(),
+        ),
+    ]
+}
+
+/// The one configuration of an S3 location's client: the environment, the settings given
+/// for it (see `open_given`), its timeouts, AWS_PROFILE and the location's options. What the
+/// store is built with, and what `s3_access` reads for the requests object_store has no call
+/// for, so that credentials, endpoint, region and timeouts are set in one place.
+fn s3_builder(
+    bucket: &str,
+    opts: &BTreeMap<String, String>,
+    settings: &[(String, String)],
+    timeouts: &[(object_store::ClientConfigKey, String)],
+) -> Result<object_store::aws::AmazonS3Builder, String> {
+    let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    for (k, v) in given(settings, "AWS_") {
+        if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
+            b = b.with_config(key, v);
+        }
+    }
+    for (k, v) in timeouts {
+        b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v);
+    }
+    b = aws_profile(b)?;
+    if let Some(e) = opts.get("endpoint") {
+        b = b.with_endpoint(e);
+    }
+    if let Some(r) = opts.get("region") {
+        b = b.with_region(r);
+    }
+    if let Some(p) = flag("path_style") {
+        b = b.with_virtual_hosted_style_request(!p);
+    }
+    if let Some(h) = flag("allow_http") {
+        b = b.with_allow_http(h);
+    }
+    Ok(b)
+}
+
+/// What an `s3://` location's store sends its requests with (`s3_builder`, as `open_given`
+/// builds it), for the requests object_store has no call for (Object Lock:
+/// `storage::lock`): its bucket and prefix, where its requests go, its credentials and its
+/// timeouts.
+pub(super) struct S3Access {
+    pub bucket: String,
+    pub prefix: String,
+    /// `http[s]://host[:port]` with no path.
+    pub endpoint: String,
+    /// The bucket goes in the path (else in the endpoint's host).
+    pub path_style: bool,
+    pub region: String,
+    pub allow_http: bool,
+    pub access_key: Option<String>,
+    pub secret: Option<String>,
+    pub token: Option<String>,
+    pub timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+}
+
+/// `S3Access` of an `s3://BUCKET/PREFIX` location, its options checked as a store's are
+/// (`parse_location`: no credentials in it, no unknown option).
+pub(super) fn s3_access(location: &str) -> Result<S3Access, String> {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let Location { scheme, bucket, prefix, opts } = parse_location(location.trim())?;
+    if scheme != "s3" {
+        return Err(format!("`{scheme}://` is not S3: give s3://BUCKET/PREFIX"));
+    }
+    let timeout = request_timeout(&opts)?;
+    let b = s3_builder(&bucket, &opts, &[], &client_timeouts(timeout))?;
+    let value = |k: K| b.get_config_value(&k).filter(|v| !v.is_empty());
+    let yes = |k: K| value(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    // object_store's own default region.
+    let region = value(K::Region).unwrap_or_else(|| "us-east-1".into());
+    let virtual_hosted = yes(K::VirtualHostedStyleRequest);
+    // As object_store addresses it: a given endpoint holds the bucket when requests are
+    // virtual-hosted; AWS's own, path-style unless asked otherwise.
+    let (endpoint, path_style) = match (value(K::Endpoint), virtual_hosted) {
+        (Some(e), v) => (e.trim_end_matches('/').to_string(), !v),
+        (None, false) => (format!("https://s3.{region}.amazonaws.com"), true),
+        (None, true) => (format!("https://{bucket}.s3.{region}.amazonaws.com"), false),
+    };
+    Ok(S3Access {
+        endpoint,
+        path_style,
+        allow_http: yes(K::Client(object_store::ClientConfigKey::AllowHttp)),
+        access_key: value(K::AccessKeyId),
+        secret: value(K::SecretAccessKey),
+        token: value(K::Token),
+        region,
+        bucket,
+        prefix,
+        timeout,
+        connect_timeout: CONNECT_TIMEOUT.min(timeout),
+    })
 }
 
 /// A location's parts: scheme (lowercased), bucket, prefix (no leading or trailing `/`),

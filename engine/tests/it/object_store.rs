@@ -1472,7 +1472,7 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
 /// `secrets.key`), then a step that lists this run's private mirrors (under
 /// `$TMPDIR/pgdrill-mirror`) while they are still there: what the steps' reads left as local
 /// files.
-fn then_mirror_listed(dir: &std::path::Path, name: &str, steps: &str) -> std::path::PathBuf {
+pub(crate) fn then_mirror_listed(dir: &std::path::Path, name: &str, steps: &str) -> std::path::PathBuf {
     written(
         dir.join(format!("{name}.yaml")),
         format!(
@@ -1485,7 +1485,7 @@ fn then_mirror_listed(dir: &std::path::Path, name: &str, steps: &str) -> std::pa
 /// temporary files in `dir` and its report in `dir/report`, which must pass and show no
 /// secret: its run.json and what the mirror step listed (a mirror was there: the store was
 /// opened).
-fn mirror_after(
+pub(crate) fn mirror_after(
     runbook: &std::path::Path,
     vars: &[(&str, String)],
     port: u16,
@@ -1633,7 +1633,7 @@ fn gzip_dump_in_bkt(port: u16, url: &str) -> (&'static str, Vec<u8>) {
 
 /// A backup of `shop` (one row) in `s3://bkt/p` on a moto of its own: the server, the
 /// source, and the archive's key and file name.
-async fn shop_backed_up_to_bkt() -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral, String, String)> {
+pub(crate) async fn shop_backed_up_to_bkt() -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral, String, String)> {
     let (s3, srv) = moto_and_source("shop", ONE_ROW, "bkt").await?;
     backed_up_to_bkt(s3.port, &srv.url());
     let archive = archive_in_bkt(s3.port);

@@ -185,3 +185,33 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
     assert_eq!(listed.len(), 1, "the first backup alone: {listed:?}");
     srv.stop().await;
 }
+
+/// Issue 37: `backup.pick` with `backup: latest` read the newest backup's manifest from its
+/// bucket twice: into a file of the run's local mirror when it chose the backup (to fail
+/// closed on an unreadable one), and again through the store when it judged it against the
+/// archive's header. It reads it once now, through the store, as the version the listing
+/// saw, and that read is what is judged and handed on: moto's log holds exactly one GET of
+/// the manifest for the pick, and the mirror, listed by the next step, holds no file of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_reads_the_newest_manifest_once_and_never_through_the_mirror() {
+    let Some((s3, srv, archive, _)) = crate::object_store::shop_backed_up_to_bkt().await else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = crate::object_store::then_mirror_listed(
+        dir.path(),
+        "pick-latest-once",
+        "  - id: latest\n    uses: backup.pick\n    with: { storage: \"s3://bkt/p\", database: shop, backup: latest, key: \"{{ secrets.key }}\", force: true }\n",
+    );
+    let manifest = format!("{archive}.manifest.json");
+    let log = s3.log.as_ref().expect("moto's log").path().to_path_buf();
+    let request = format!("\"GET /bkt/{manifest} HTTP/1.1\"");
+    let gets = || std::fs::read_to_string(&log).expect("moto's log").matches(&request).count();
+    let before = gets();
+    let (run, listed) = crate::object_store::mirror_after(&runbook, &[], s3.port, dir.path(), "report");
+    let latest = run.main().step("latest");
+    assert_eq!(latest.outputs["path"], format!("s3://bkt/{archive}").as_str(), "{latest:?}");
+    assert_eq!(latest.outputs["manifest_authenticated"], true, "judged under the key: {latest:?}");
+    assert_eq!(gets() - before, 1, "the pick did not read the newest manifest exactly once ({request}): {latest:?}");
+    let name = manifest.rsplit('/').next().unwrap_or_default();
+    assert!(!listed.lines().any(|l| l.ends_with(name)), "a local file of {name} in the mirror: {listed}");
+    srv.stop().await;
+}

@@ -513,7 +513,11 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
     let path = common::backup_to(&url, &storage, KEY, "icu_app");
     let m = pgdrill::backup::Manifest::read(&path).expect("manifest");
     let p = m.database_properties.expect("the manifest records the database's properties");
-    assert_eq!((p.encoding.as_str(), p.locale_provider.as_str(), p.locale.as_str()), ("UTF8", "icu", "sv-SE"), "{p:?}");
+    assert_eq!(
+        (p.encoding.as_str(), p.locale.provider.as_str(), p.locale.name.as_str()),
+        ("UTF8", "icu", "sv-SE"),
+        "{p:?}"
+    );
 
     let verify = |storage: &Path, report: &Path| {
         Run::verify_native(storage.display(), "icu_app").var("force", "true").report(report).key(KEY).expect(0)
