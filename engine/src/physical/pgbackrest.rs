@@ -587,8 +587,8 @@ pub struct PgBackRest {
     /// Ends the running pgbackrest call (and its container) when the run is interrupted or
     /// the step times out: a restore ran to its end before pgdrill stopped.
     interrupt: tools::Interrupt,
-    /// The archive's segments as listed before a recovery to its end (`archive_end`): a
-    /// "latest" that ends short of the end is judged by listing again (`short_of_end`).
+    /// The archive's segments as listed before a recovery (`archive_end`): a recovery that
+    /// fails is judged by listing again (`relisted`).
     wal_seen: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
 }
 
@@ -759,29 +759,38 @@ impl PgBackRest {
 }
 
 impl PgBackRest {
-    /// A "latest" whose replay ended before the archive's end, judged by listing the
-    /// archive again: segments from the backup's start to that end which the listing before
-    /// the recovery held and which are gone now were removed while it ran (an expire, a
-    /// team's cleanup), and archive-get, not finding one, told the server "no such segment",
-    /// which took it for the end of the WAL: the environment's, no verdict. Nothing gone: the
-    /// gap was in the archive all along, the backup's failure as the recovery said. An
-    /// archive that cannot be listed again cannot tell the two apart: the environment's too.
-    fn short_of_end(&self, backup: &BaseBackup, recovery: Failure, short: source::ShortOfEnd) -> Failure {
+    /// A failed recovery judged by listing the archive again: segments from the backup's
+    /// start on (to the archive's end, for a "latest" that ended short of it, `short`) which
+    /// the listing before the recovery held and which are gone now were removed while it ran
+    /// (an expire, a team's cleanup), and archive-get, not finding one, told the server "no
+    /// such segment", which took it for the end of the WAL, or stopped short of its target:
+    /// the environment's, no verdict. Nothing gone: the gap was in the archive all along, the
+    /// backup's failure as the recovery said. An archive that cannot be listed again cannot
+    /// tell the two apart: the environment's too. Before, only a "latest" was judged so, and
+    /// a recovery to a time, name or LSN whose WAL was removed meanwhile failed the backup.
+    fn relisted(&self, backup: &BaseBackup, recovery: Failure, short: Option<source::ShortOfEnd>) -> Failure {
+        if recovery.class != crate::error::Class::Failed {
+            return recovery;
+        }
         let Some(before) = self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return recovery };
         let id = self.info.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|i| i.archive_id.clone());
+        let keep = |f: Failure| match &short {
+            Some(s) => f.with_source(s.clone()),
+            None => f,
+        };
         let Some(now) = id.and_then(|id| self.repo.segments(&self.bin, self.image.as_ref(), &id, &self.interrupt))
         else {
-            return Failure::environment(format!(
+            return keep(Failure::environment(format!(
                 "{}; pgbackrest cannot list the repository's archive again to tell a gap in it from WAL removed during recovery: no verdict on the backup",
                 recovery.message
-            ))
-            .with_source(short);
+            )));
         };
         let from = match (backup.start_lsn, backup.timeline) {
             (Some(l), Some(t)) => l.segment_name(t, source::DEFAULT_SEGMENT_SIZE),
             _ => String::new(),
         };
-        let needed = |n: &&String| n.as_str() >= from.as_str() && n.as_str() <= short.end.segment.as_str();
+        let to = short.as_ref().map(|s| s.end.segment.clone());
+        let needed = |n: &&String| n.as_str() >= from.as_str() && to.as_deref().is_none_or(|t| n.as_str() <= t);
         let gone: Vec<&String> = before.iter().filter(needed).filter(|n| !now.contains(*n)).collect();
         if gone.is_empty() {
             return recovery;
@@ -790,14 +799,17 @@ impl PgBackRest {
         if gone.len() > 3 {
             named.push_str(", ...");
         }
-        Failure::environment(format!(
-            "recovery of the backup `{}` to the end of the archive ended at {}, before the archive's newest segment {}: {} WAL segment(s) the repository held before the recovery ({named}) were removed from it during recovery: no verdict on the backup",
-            backup.id,
-            short.replayed,
-            short.end.segment,
+        let removed = format!(
+            "{} WAL segment(s) the repository held before the recovery ({named}) were removed from it during recovery: no verdict on the backup",
             gone.len()
-        ))
-        .with_source(short)
+        );
+        keep(Failure::environment(match &short {
+            Some(short) => format!(
+                "recovery of the backup `{}` to the end of the archive ended at {}, before the archive's newest segment {}: {removed}",
+                backup.id, short.replayed, short.end.segment
+            ),
+            None => format!("the backup `{}`: {}; {removed}", backup.id, recovery.message),
+        }))
     }
 }
 
@@ -945,10 +957,10 @@ impl PhysicalSource for PgBackRest {
     /// only "exit code 126", an unreadable repository too (issue 39).
     fn judge_fetch(&self, backup: &BaseBackup, recovery: Failure) -> Failure {
         if let Some(short) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<source::ShortOfEnd>()).cloned() {
-            return self.short_of_end(backup, recovery, short);
+            return self.relisted(backup, recovery, Some(short));
         }
         let Some(f) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() else {
-            return recovery;
+            return self.relisted(backup, recovery, None);
         };
         let (class, why) = fetch_verdict(&f);
         let name = cause_of(f.code).0.map(|n| format!(", pgBackRest's {n} error")).unwrap_or_default();

@@ -1031,6 +1031,29 @@ fn unmarked(source: &str, env: &[(&str, &str)]) -> Run {
     env.iter().fold(run, |r, (k, v)| r.env(k, v))
 }
 
+/// Delete every object under the barman-cloud server `demo`'s prefix `pg/demo/` in `bucket`.
+fn remove_server_prefix(endpoint: &str, bucket: &str) {
+    moto_s3(
+        endpoint,
+        &format!(
+            "for p in s.get_paginator('list_objects_v2').paginate(Bucket='{bucket}', Prefix='pg/demo/'):\n  \
+             for o in p.get('Contents', []): s.delete_object(Bucket='{bucket}', Key=o['Key'])"
+        ),
+        "remove the server's prefix",
+    );
+}
+
+/// A run's output names the store `s3://BUCKET/pg` the WAL was removed from during recovery,
+/// gives no verdict, and shows no `secret`.
+fn assert_named_removed_during_recovery(all: &str, bucket: &str, endpoint: &str, secret: &str) {
+    assert!(
+        all.contains(&format!("the store s3://{bucket}/pg (endpoint {endpoint}) listed before the recovery")),
+        "the store is named:\n{all}"
+    );
+    assert!(all.contains("were removed from the store during recovery: no verdict on the backup"), "{all}");
+    assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
+}
+
 /// Regression (issue 39): barman-cloud-wal-restore's exit 1 is silent both for a segment the
 /// store lacks and for one whose server's prefix was removed (not the bucket: that one it
 /// names), and barman-cloud keeps no archive end to hold a recovery to: the prefix deleted
@@ -1047,24 +1070,12 @@ fn a_barman_cloud_prefix_removed_during_recovery_is_named_never_read_as_the_end_
     let work = work_dir();
     let newest = wal_objects(&endpoint, "prefix-bkt").pop().map(|(_, name)| name).expect("a WAL object");
     let run = |source: &str| unmarked(source, &env);
-    let remove = || {
-        moto_s3(
-            &endpoint,
-            "for p in s.get_paginator('list_objects_v2').paginate(Bucket='prefix-bkt', Prefix='pg/demo/'):\n  \
-             for o in p.get('Contents', []): s.delete_object(Bucket='prefix-bkt', Key=o['Key'])",
-            "remove the server's prefix",
-        );
-    };
+    let remove = || remove_server_prefix(&endpoint, "prefix-bkt");
     let (code, all, fetched) = held_at_fetch(work.path(), &source, Some(&newest), run, remove);
     assert!(fetched, "the recovery never asked for {newest}:\n{all}");
     assert_eq!(code, Some(3), "a prefix removed during recovery is no end of the WAL and no verdict:\n{all}");
     assert!(all.contains(&format!("before the archive's newest segment {newest}")), "{all}");
-    assert!(
-        all.contains(&format!("the store s3://prefix-bkt/pg (endpoint {endpoint}) listed before the recovery")),
-        "the store is named:\n{all}"
-    );
-    assert!(all.contains("were removed from the store during recovery: no verdict on the backup"), "{all}");
-    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    assert_named_removed_during_recovery(&all, "prefix-bkt", &endpoint, env[1].1);
     drop(moto);
 }
 
@@ -1089,24 +1100,12 @@ fn a_barman_cloud_prefix_removed_during_a_time_target_recovery_is_exit_3_never_a
     wals.pop().expect("the newest segment");
     let (_, needed) = wals.pop().expect("the second batch's segment");
     let run = |source: &str| unmarked(source, &env).var("target_time", &t1);
-    let remove = || {
-        moto_s3(
-            &endpoint,
-            "for p in s.get_paginator('list_objects_v2').paginate(Bucket='target-bkt', Prefix='pg/demo/'):\n  \
-             for o in p.get('Contents', []): s.delete_object(Bucket='target-bkt', Key=o['Key'])",
-            "remove the server's prefix",
-        );
-    };
+    let remove = || remove_server_prefix(&endpoint, "target-bkt");
     let (code, all, fetched) = held_at_fetch(work.path(), &source, Some(&needed), run, remove);
     assert!(fetched, "the recovery never asked for {needed}:\n{all}");
     assert_eq!(code, Some(3), "WAL removed during a recovery to a time is no failed backup:\n{all}");
     assert!(all.contains(&format!("recovery did not reach time {t1}")), "the target is named:\n{all}");
-    assert!(
-        all.contains(&format!("the store s3://target-bkt/pg (endpoint {endpoint}) listed before the recovery")),
-        "the store is named:\n{all}"
-    );
-    assert!(all.contains("were removed from the store during recovery: no verdict on the backup"), "{all}");
-    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    assert_named_removed_during_recovery(&all, "target-bkt", &endpoint, env[1].1);
     let lines = ledger_lines(&ledger);
     assert!(!lines.is_empty(), "the run is recorded in the source's ledger:\n{all}");
     assert!(lines.iter().all(|l| l["result"] != "failed"), "the ledger records a failed backup: {lines:?}");
@@ -2285,6 +2284,7 @@ fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
     c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
     c.archive_now();
     c.sql("insert into drill(batch) select 2 from generate_series(1, 10)");
+    c.sql("select pg_create_restore_point('after_batch_2')");
     c.archive_now();
     let info = stanza.info();
     let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
@@ -2390,8 +2390,9 @@ fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
 /// is listed, the file is not there to read): pgBackRest's FileMissingError, exit 3.
 /// Regression: removed before archive-get lists it, archive-get said "no such segment", the
 /// server took it for the end of the WAL, and the backup failed (exit 1); the archive as
-/// listed before the recovery held it: exit 3 now. The same segment missing before the run is
-/// a gap of the archive's, still the backup's failure (exit 1).
+/// listed before the recovery held it: exit 3 now; a recovery to a restore point too (it
+/// failed the backup with the target's words, exit 1). The same segment missing before the
+/// run is a gap of the archive's, still the backup's failure (exit 1).
 #[test]
 fn a_pgbackrest_segment_removed_during_recovery_is_exit_3_never_a_failed_backup() {
     if !pgbackrest_15() {
@@ -2444,6 +2445,22 @@ fn a_pgbackrest_segment_removed_during_recovery_is_exit_3_never_a_failed_backup(
     let all = ran.all();
     assert!(gone.exists(), "the segment's file was never removed during the run:\n{all}");
     assert_eq!(ran.code, Some(3), "a segment removed during recovery is no verdict on the backup:\n{all}");
+    assert!(
+        all.contains(&format!("1 WAL segment(s) the repository held before the recovery ({segment}) were removed from it during recovery: no verdict on the backup")),
+        "the removed segment is named:\n{all}"
+    );
+    std::fs::rename(&gone, &file).expect("the segment put back");
+
+    // The same removal during a recovery to a restore point: the server stopped short of its
+    // target. Regression: only a "latest" was judged by listing again, and this one failed
+    // the backup with the target's own words (exit 1).
+    let ran = shipped(&format!("{}&bin={}", stanza.source(), wrapper.display()), 30)
+        .var("target_name", "after_batch_2")
+        .output();
+    let all = ran.all();
+    assert!(gone.exists(), "the segment's file was never removed during the run:\n{all}");
+    assert_eq!(ran.code, Some(3), "a segment removed during a recovery to a target is no verdict:\n{all}");
+    assert!(all.contains("after_batch_2"), "the target is named:\n{all}");
     assert!(
         all.contains(&format!("1 WAL segment(s) the repository held before the recovery ({segment}) were removed from it during recovery: no verdict on the backup")),
         "the removed segment is named:\n{all}"
