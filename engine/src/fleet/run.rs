@@ -214,16 +214,34 @@ fn reap_scratch() {
         };
         let alive = crate::child::is_alive(pid);
         if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
-            // The killed fleet's orphaned runs may still be writing their last report there
-            // (a file made during the removal fails it with "not empty"): a few tries.
-            for _ in 0..5 {
-                if std::fs::remove_dir_all(e.path()).is_ok() || !e.path().exists() {
-                    break;
+            // The killed fleet's orphaned runs may still be ending (their finally, then their
+            // report, written with the directories it needs): removed under them, the
+            // directory was made again by a run's last report and left behind. It is removed
+            // once no process names it in its arguments (each run is given its `--report`
+            // there), waiting up to 5 s for them; else left to the next fleet run.
+            for _ in 0..25 {
+                if !named_by_a_process(&e.path()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                    if !e.path().exists() {
+                        break;
+                    }
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
         }
     }
+}
+
+/// Whether a running process names `dir` in its arguments (read from /proc/PID/cmdline).
+fn named_by_a_process(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let needle = dir.as_os_str().as_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
+    procs.flatten().any(|p| {
+        p.file_name().to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            && std::fs::read(p.path().join("cmdline"))
+                .is_ok_and(|c| !needle.is_empty() && c.windows(needle.len()).any(|w| w == needle))
+    })
 }
 
 pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Result<ExitCode, Error> {

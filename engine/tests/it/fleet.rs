@@ -493,7 +493,7 @@ fn sleepy_fleet(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let rb = written(
         dir.join("slow.yaml"),
         format!(
-            "name: slow\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'echo began > {m}/began-{{{{ vars.database }}}}'\n  - uses: sleep\n    with: {{ duration: 60s }}\nfinally:\n  - uses: shell.run\n    with:\n      script: 'echo stopped > {m}/{{{{ vars.database }}}}'\n",
+            "name: slow\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'echo began > {m}/began-{{{{ vars.database }}}}'\n  - uses: sleep\n    with: {{ duration: 60s }}\nfinally:\n  - uses: shell.run\n    with:\n      script: 'echo stopped > {m}/{{{{ vars.database }}}}; sleep 1'\n",
             m = marks.display()
         ),
     );
@@ -573,7 +573,10 @@ fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally_and_its_scra
             .collect()
     };
     assert_eq!(scratch(child.id()).len(), 1, "the killed fleet run's scratch directory");
-    // ...and the next fleet run removes it (and its own).
+    // ...and the next fleet run removes it (and its own), once the orphaned runs, still
+    // ending (their finally sleeps a second after its mark), have written their last
+    // report. Regression (found by CI under load): it was removed under them, a run's last
+    // report made it again, and it was left behind.
     let fast = written(
         dir.path().join("fast.yaml"),
         "name: fast\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'true'\n",
@@ -590,6 +593,22 @@ fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally_and_its_scra
     .output()
     .expect("fleet run");
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    // What is left is judged once the killed fleet's runs have ended (no process names its
+    // scratch directory any more): a directory one of them made again after the removal
+    // would be there then.
+    let killed = format!("pgdrill-fleet-{}-", child.id());
+    let running = || {
+        std::fs::read_dir("/proc").expect("/proc").flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&killed))
+        })
+    };
+    for _ in 0..600 {
+        if !running() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!running(), "the killed fleet's runs did not end");
     let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
         .expect("tmp")
         .flatten()
