@@ -3193,25 +3193,7 @@ fn a_tools_version_probe_that_hangs_is_ended_by_ctrl_c_or_the_steps_timeout() {
 /// once: exit 130, said so, and neither the wrapper nor its sleep is left.
 #[test]
 fn ctrl_c_ends_a_backups_list_whose_pgbackrest_info_hangs() {
-    if !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)") {
-        return;
-    }
-    let work = work_dir();
-    let started = work.path().join("info-started");
-    let tool = sh_script(
-        work.path().join("pgbackrest-info-hangs"),
-        &format!(
-            "case \" $* \" in *\" info \"*) touch {} && sleep 3591 ;; esac\nexec {} \"$@\"\n",
-            started.display(),
-            real("pgbackrest")
-        ),
-    );
-    let list = Run::cli(["backups", "list", "--storage", &format!("pgbackrest://demo?bin={}", tool.display())]);
-    let (pid, code, all) = ended_mid_call(list, &started, true);
-    assert_eq!(code, Some(130), "{all}");
-    assert!(all.contains("interrupted by SIGINT"), "{all}");
-    let left = left_by(pid, &["sleep 3591", "pgbackrest-info-hangs"]);
-    assert!(left.is_empty(), "backups list interrupted during pgbackrest info left {left:?}:\n{all}");
+    backups_list_whose_pgbackrest_info_hangs_ended_by(nix::sys::signal::Signal::SIGINT, 3591);
 }
 
 /// Issue 39: SIGTERM (a service manager's stop, a CI job cancelled) ends a `backups list`
@@ -3219,25 +3201,33 @@ fn ctrl_c_ends_a_backups_list_whose_pgbackrest_info_hangs() {
 /// neither the wrapper nor its sleep is left.
 #[test]
 fn sigterm_ends_a_backups_list_whose_pgbackrest_info_hangs() {
+    backups_list_whose_pgbackrest_info_hangs_ended_by(nix::sys::signal::Signal::SIGTERM, 3587);
+}
+
+/// `backups list` of a pgbackrest source whose `info` hangs (the location's `bin=`, the real
+/// pgbackrest behind a wrapper that sleeps `secs` on `info`), sent `signal` once the call
+/// has started: exit 130, the line names the signal, neither the wrapper nor its sleep left.
+fn backups_list_whose_pgbackrest_info_hangs_ended_by(signal: nix::sys::signal::Signal, secs: u32) {
     if !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)") {
         return;
     }
     let work = work_dir();
     let started = work.path().join("info-started");
+    let wrapper = format!("pgbackrest-info-hangs-{secs}");
     let tool = sh_script(
-        work.path().join("pgbackrest-info-hangs-on-term"),
+        work.path().join(&wrapper),
         &format!(
-            "case \" $* \" in *\" info \"*) touch {} && sleep 3587 ;; esac\nexec {} \"$@\"\n",
+            "case \" $* \" in *\" info \"*) touch {} && sleep {secs} ;; esac\nexec {} \"$@\"\n",
             started.display(),
             real("pgbackrest")
         ),
     );
     let list = Run::cli(["backups", "list", "--storage", &format!("pgbackrest://demo?bin={}", tool.display())]);
-    let (pid, code, all) = ended_mid_call_by(list, &started, Some(nix::sys::signal::Signal::SIGTERM));
+    let (pid, code, all) = ended_mid_call_by(list, &started, Some(signal));
     assert_eq!(code, Some(130), "{all}");
-    assert!(all.contains("`backups list` was interrupted by SIGTERM"), "{all}");
-    let left = left_by(pid, &["sleep 3587", "pgbackrest-info-hangs-on-term"]);
-    assert!(left.is_empty(), "backups list ended by SIGTERM during pgbackrest info left {left:?}:\n{all}");
+    assert!(all.contains(&format!("`backups list` was interrupted by {signal}")), "{all}");
+    let left = left_by(pid, &[&format!("sleep {secs}"), &wrapper]);
+    assert!(left.is_empty(), "backups list ended by {signal} during pgbackrest info left {left:?}:\n{all}");
 }
 
 /// Whether a thread of process `pid` waits to write into a full pipe (the kernel's function
