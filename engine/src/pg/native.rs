@@ -482,10 +482,26 @@ impl RunAs {
             match e.file_type() {
                 Ok(t) if t.is_dir() => self.own_tree(&e.path())?,
                 Ok(t) if t.is_symlink() => {}
-                _ => self.own(&e.path())?,
+                _ => match e.metadata() {
+                    // A file a tool already wrote as the server's user, readable by it alone
+                    // (pgBackRest restores each file's owner and mode from its manifest), is
+                    // left as it is: one lstat, not a chown, a stat and a chmod per file.
+                    Ok(m) if self.holds(&m, 0o600) => {}
+                    _ => self.own(&e.path())?,
+                },
             }
         }
         Ok(())
+    }
+
+    /// Whether a file of metadata `m` is already the server's user's with `mode`.
+    fn holds(&self, m: &fs::Metadata, mode: u32) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let owner = match self {
+            RunAs::Me => true,
+            RunAs::User { uid, gid, .. } => m.uid() == *uid && m.gid() == *gid,
+        };
+        owner && m.mode() & 0o7777 == mode
     }
 
     /// A command for `program` (through crate::child, so it dies with pgdrill), dropping

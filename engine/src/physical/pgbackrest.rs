@@ -501,7 +501,7 @@ impl Repo {
         at: Option<&InImage>,
         archive_id: &str,
         stop: &tools::Interrupt,
-    ) -> Option<std::collections::BTreeSet<String>> {
+    ) -> Option<Segments> {
         let (mut cmd, _env) = self.command(tool, at).ok()?;
         cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
         cmd.arg("--recurse").arg(format!("archive/{}/{archive_id}", self.stanza));
@@ -589,7 +589,7 @@ pub struct PgBackRest {
     interrupt: tools::Interrupt,
     /// The archive's segments as listed before a recovery (`archive_end`): a recovery that
     /// fails is judged by listing again (`relisted`).
-    wal_seen: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
+    wal_seen: std::sync::Mutex<Option<Segments>>,
 }
 
 impl PgBackRest {
@@ -791,7 +791,7 @@ impl PgBackRest {
         };
         let to = short.as_ref().map(|s| s.end.segment.clone());
         let needed = |n: &&String| n.as_str() >= from.as_str() && to.as_deref().is_none_or(|t| n.as_str() <= t);
-        let gone: Vec<&String> = before.iter().filter(needed).filter(|n| !now.contains(*n)).collect();
+        let gone: Vec<&String> = before.keys().filter(needed).filter(|n| !now.contains_key(*n)).collect();
         if gone.is_empty() {
             return recovery;
         }
@@ -1028,17 +1028,22 @@ impl PhysicalSource for PgBackRest {
         let Some(max) = info.archive_max else { return Ok(None) };
         match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
             Some((t, start)) if t == timeline => {
-                // What the archive holds now, for a recovery that ends short of its end.
+                // What the archive holds now, for a recovery that fails (`relisted`), and when
+                // its newest segment came: one recursive listing gives both. A newest segment
+                // that listing does not name (a file renamed) is looked up in its folder.
                 let seen = info
                     .archive_id
                     .as_deref()
                     .and_then(|id| self.repo.segments(&self.bin, self.image.as_ref(), id, &self.interrupt));
+                let archived = match seen.as_ref().and_then(|s| s.get(&max)) {
+                    Some(at) => *at,
+                    None => info
+                        .archive_id
+                        .as_deref()
+                        .and_then(|id| self.repo.segment(&self.bin, self.image.as_ref(), id, &max, &self.interrupt))
+                        .and_then(|s| s.at),
+                };
                 *self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
-                let archived = info
-                    .archive_id
-                    .as_deref()
-                    .and_then(|id| self.repo.segment(&self.bin, self.image.as_ref(), id, &max, &self.interrupt))
-                    .and_then(|s| s.at);
                 Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived }))
             }
             _ => Ok(None),
@@ -1310,25 +1315,29 @@ fn segment_listed(json: &str, segment: &str) -> Option<Listed> {
 
 /// The WAL segments in a `pgbackrest repo-ls --recurse --output=json` of an archive: each
 /// file named as pgBackRest names them, `TLI+LOG/SEGMENT-SHA1[.EXT]` (EXT its compression's),
-/// by its segment's name; a history or backup file, or a segment's file renamed (what
+/// by its segment's name, with when the repository received it (its file's time, `None` when
+/// pgBackRest does not say); a history or backup file, or a segment's file renamed (what
 /// archive-get does not find), is none.
-fn segments_listed(json: &str) -> Option<std::collections::BTreeSet<String>> {
+fn segments_listed(json: &str) -> Option<Segments> {
     let v: Value = serde_json::from_str(json).ok()?;
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    Some(
-        v.as_object()?
-            .iter()
-            .filter(|(_, f)| f["type"].as_str() == Some("file"))
-            .filter_map(|(path, _)| {
-                let name = path.rsplit('/').next()?;
-                let (segment, rest) = name.split_once('-')?;
-                let (sha1, ext) = rest.split_once('.').unwrap_or((rest, ""));
-                let compressed = ["", "gz", "bz2", "lz4", "zst", "xz"].contains(&ext);
-                (hex(segment, 24) && hex(sha1, 40) && compressed).then(|| segment.to_string())
-            })
-            .collect(),
-    )
+    let mut listed = Segments::new();
+    for (path, f) in v.as_object()?.iter().filter(|(_, f)| f["type"].as_str() == Some("file")) {
+        let Some(name) = path.rsplit('/').next() else { continue };
+        let Some((segment, rest)) = name.split_once('-') else { continue };
+        let (sha1, ext) = rest.split_once('.').unwrap_or((rest, ""));
+        let compressed = ["", "gz", "bz2", "lz4", "zst", "xz"].contains(&ext);
+        if hex(segment, 24) && hex(sha1, 40) && compressed {
+            let at = f["time"].as_i64().and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok());
+            let seen = listed.entry(segment.to_string()).or_insert(at);
+            *seen = (*seen).max(at);
+        }
+    }
+    Some(listed)
 }
+
+/// An archive's WAL segments by name, with when the repository received each.
+type Segments = std::collections::BTreeMap<String, Option<time::OffsetDateTime>>;
 
 /// pgBackRest's words for a message: what a file that did not decrypt showed of itself (bytes
 /// that are no text) is left out, and the message is cut at 400 characters.
@@ -1529,13 +1538,17 @@ mod tests {
         let json = format!(
             r#"{{".":{{"type":"path"}},"0000000100000000":{{"type":"path"}},
             "0000000100000000/000000010000000000000003-{sha}.gz":{{"type":"file","size":1,"time":1}},
-            "0000000100000000/000000010000000000000004-{sha}":{{"type":"file","size":1,"time":1}},
+            "0000000100000000/000000010000000000000004-{sha}":{{"type":"file","size":1,"time":2}},
             "0000000100000000/000000010000000000000005-{sha}.gz.away":{{"type":"file","size":1,"time":1}},
             "0000000100000000/000000010000000000000002.00000028.backup":{{"type":"file","size":1,"time":1}},
             "00000002.history":{{"type":"file","size":1,"time":1}}}}"#
         );
-        let got: Vec<String> = segments_listed(&json).expect("parsed").into_iter().collect();
-        assert_eq!(got, ["000000010000000000000003", "000000010000000000000004"]);
+        let got: Vec<(String, Option<i64>)> = segments_listed(&json)
+            .expect("parsed")
+            .into_iter()
+            .map(|(n, t)| (n, t.map(|t| t.unix_timestamp())))
+            .collect();
+        assert_eq!(got, [("000000010000000000000003".into(), Some(1)), ("000000010000000000000004".into(), Some(2))]);
         assert_eq!(segments_listed("not json"), None);
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::recover::{self, RecoverOptions, Recovered, Target, TargetKind, Workspace};
-use super::source::{BaseBackup, PhysicalSource, Tool};
+use super::source::{ArchiveEnd, BaseBackup, PhysicalSource, Tool};
 use crate::error::Failure;
 
 /// The base backup for `target`: the newest that ended before it. A backup that ends after
@@ -64,6 +64,9 @@ pub fn pick<'a>(backups: &'a [BaseBackup], target: &Target, id: Option<&str>) ->
 pub struct PitrOptions {
     /// The backup to use (the source's id); default: picked for the target.
     pub backup: Option<String>,
+    /// The source's backups as the caller already listed them: not listed again (each
+    /// listing is a call of the tool, `pgbackrest info`); `None`, listed here.
+    pub listed: Option<Vec<BaseBackup>>,
     /// Everything `recover` takes except the restore command, archive end and system
     /// identifier, which come from the source.
     pub recover: RecoverOptions,
@@ -90,6 +93,9 @@ pub struct Pitr {
     pub backup_check: Option<String>,
     pub base_bytes: u64,
     pub phases: Phases,
+    /// The archive's newest segment as the source listed it before the recovery (what a
+    /// "latest" was held to, and the age of the newest WAL).
+    pub archive_end: Option<ArchiveEnd>,
 }
 
 /// Recover `source` to `target` in a throwaway server and prove it. Blocking parts (the
@@ -98,7 +104,10 @@ pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr,
     let t0 = Instant::now();
     let target = opts.recover.target.clone();
     let (backup, mut check, placed) = tokio::task::block_in_place(|| -> Result<_, Failure> {
-        let list = source.list()?;
+        let list = match opts.listed {
+            Some(list) => list,
+            None => source.list()?,
+        };
         let b = pick(&list, &target, opts.backup.as_deref())?.clone();
         // Where the tool serves it is settled before its files are checked or restored.
         let placed = source.placement(&b)?;
@@ -129,6 +138,7 @@ pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr,
         ro.system_identifier = backup.system_identifier;
     }
     // A source may read its store again to judge the failure (barman-cloud's WAL listing).
+    let archive_end = ro.archive_end.clone();
     let server =
         recover::recover(ws, ro).await.map_err(|e| tokio::task::block_in_place(|| source.judge_fetch(&backup, e)))?;
     let replay = server.facts.replay;
@@ -139,6 +149,7 @@ pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr,
         backup_check: check,
         base_bytes: materialized.bytes,
         phases: Phases { check_backup: check_time, base_restore, replay },
+        archive_end,
     })
 }
 

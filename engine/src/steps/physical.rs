@@ -313,6 +313,8 @@ impl Verify {
         // replay through the tool's WAL command, prove the target.
         let opts = PitrOptions {
             backup: w.backup.clone(),
+            // Listed above: `pgbackrest info` and its like run once per verification.
+            listed: Some(list.clone()),
             recover: RecoverOptions {
                 target: target.clone(),
                 bin_dir: w.bin_dir.as_ref().map(Into::into),
@@ -338,6 +340,7 @@ impl Verify {
         }
         let backup_sha256 = super::pitr::recovery_evidence(&ctx, source.as_ref(), &p);
         let picked = p.backup.clone();
+        let archive_end = p.archive_end.clone();
         let restore_s = p.phases.base_restore.as_secs_f64();
         let p_check_s = p.phases.check_backup.as_secs_f64();
         let recovered = p.server;
@@ -363,9 +366,10 @@ impl Verify {
             TargetKind::Time(t) => pitr::rpo_seconds(*t, f.achieved_time).map(|r| (r * 1000.0).round() / 1000.0),
             _ => None,
         };
-        // Freshness is the source's newest backup, not the one a past target picked.
+        // Freshness is the source's newest backup, not the one a past target picked, as the
+        // source listed its backups when this verification began (never fresher than it was).
         let now = time::OffsetDateTime::now_utc();
-        let newest = tokio::task::block_in_place(|| source.list())?.into_iter().filter_map(|b| b.ended).max();
+        let newest = list.iter().filter_map(|b| b.ended).max();
         let (newest_age_s, newest_future_s) = match newest {
             Some(e) if e <= now => ((now - e).whole_seconds().max(0) as u64, 0),
             Some(e) => (0, (e - now).whole_seconds().max(1) as u64),
@@ -373,8 +377,9 @@ impl Verify {
         };
         // Freshness of the WAL: a backup from last night recovers, but an archive that stopped
         // receiving WAL hours ago loses everything since. Judged by when the tool's repository
-        // received the newest segment, never by the throwaway's copy of it.
-        let end = tokio::task::block_in_place(|| source.archive_end(picked.timeline.unwrap_or(1)))?;
+        // received the newest segment, never by the throwaway's copy of it: as the archive was
+        // listed before the recovery, which the recovery was held to (one listing, not two).
+        let end = archive_end;
         let newest_wal = end.as_ref().map(|e| e.segment.clone());
         let archived = end.as_ref().and_then(|e| e.archived);
         let newest_wal_age_s = archived.filter(|a| *a <= now).map(|a| (now - a).whole_seconds().max(0) as u64);

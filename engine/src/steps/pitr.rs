@@ -332,6 +332,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
     ctx.log(format!("recovering {} to {target}", source.describe()));
     let opts = PitrOptions {
         backup: w.backup.clone().filter(|b| !b.is_empty()),
+        listed: None,
         recover: RecoverOptions {
             target: target.clone(),
             bin_dir: w.bin_dir.as_deref().map(|d| ctx.local("bin_dir", d)).transpose()?,

@@ -159,6 +159,7 @@ async fn a_recovery_waits_for_its_promotion_without_a_refused_connection() {
     let folder = BasebackupFolder::new(backups, Some(archive)).expect("folder");
     let opts = PitrOptions {
         backup: None,
+        listed: None,
         recover: RecoverOptions {
             target: Target { kind: TargetKind::Latest, inclusive: true },
             marker: Some("select count(*) = 305000 from accounts".into()),

@@ -2477,6 +2477,47 @@ fn a_pgbackrest_segment_removed_during_recovery_is_exit_3_never_a_failed_backup(
 }
 
 /// An executable script `path` with `body` (after `#!/bin/sh`).
+/// Regression (issue 39, its performance goal): a verification of a pgBackRest backup ran
+/// `pgbackrest info` three times (the step's listing, the recovery's, freshness after it) and
+/// `pgbackrest repo-ls` four (the archive before the recovery, its newest segment, both again
+/// for the newest WAL's age): each call a process of pgdrill's and one of pgBackRest's, about
+/// a tenth of what pgdrill added to the tool's own restore and replay. Now the repository is
+/// listed once (`info`) and its archive once (`repo-ls --recurse`, which gives the newest
+/// segment's time too), and the freshness outputs are still there, from that listing.
+#[test]
+fn a_pgbackrest_verification_lists_the_repository_and_its_archive_once() {
+    if !pgbackrest_15() {
+        return;
+    }
+    let (work, stanza, _repo, c) = local_backup("", false);
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
+    c.archive_now();
+    let calls = work.path().join("pgbackrest-calls");
+    std::fs::write(&calls, "").expect("the call log");
+    std::fs::set_permissions(&calls, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let wrapper = sh_script(
+        work.path().join("pgbackrest-counting-calls"),
+        &format!("echo \"$*\" >> {}\nexec {} \"$@\"\n", calls.display(), real("pgbackrest")),
+    );
+    let report = work.path().join("report");
+    let ran = shipped(&format!("{}&bin={}", stanza.source(), wrapper.display()), 20).report(&report).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let logged = std::fs::read_to_string(&calls).expect("the call log");
+    let count = |command: &str| logged.lines().filter(|l| l.split_whitespace().any(|w| w == command)).count();
+    assert_eq!(count("info"), 1, "pgbackrest info once per verification:\n{logged}");
+    assert_eq!(count("repo-ls"), 1, "the archive listed once per verification:\n{logged}");
+    assert_eq!(count("restore"), 1, "{logged}");
+    assert!(count("archive-get") >= 1, "the WAL came through the wrapper too:\n{logged}");
+    let rj = ran.run_json();
+    let s = rj.step("recover");
+    let info = stanza.info();
+    let max = info[0]["archive"][0]["max"].as_str().expect("the archive's newest segment");
+    assert_eq!(s.outputs["newest_wal"], max, "{}", s.outputs);
+    assert!(s.outputs["newest_wal_age_s"].as_u64().is_some_and(|a| a < 3600), "{}", s.outputs);
+    assert!(s.outputs["newest_age_s"].as_u64().is_some_and(|a| a < 3600), "{}", s.outputs);
+    drop(c);
+}
+
 fn sh_script(path: PathBuf, body: &str) -> PathBuf {
     script(path, &format!("#!/bin/sh\n{body}"))
 }

@@ -96,6 +96,7 @@ fn target(kind: TargetKind) -> Target {
 fn options(kind: TargetKind, marker: &str) -> PitrOptions {
     PitrOptions {
         backup: None,
+        listed: None,
         recover: RecoverOptions {
             target: target(kind),
             marker: Some(marker.to_string()),

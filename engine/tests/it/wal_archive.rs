@@ -402,6 +402,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     .with_exe(bin());
     let opts = pgdrill::physical::pitr::PitrOptions {
         backup: None,
+        listed: None,
         recover: pgdrill::physical::recover::RecoverOptions {
             target: pgdrill::physical::recover::Target::latest(),
             marker: Some("select (select count(*) from after_two) = 1 and (select count(*) from in_ts) = 1000".into()),
