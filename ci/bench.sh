@@ -63,6 +63,10 @@
 #             pgbackrest restore and the replay; the rest is pgdrill's checks) vs `pgbackrest
 #             restore --type=default --archive-mode=off` + pg_ctl start
 #             until promoted, RUNS rounds, medians. The goal: <= 1.15x by hand.
+#             PGBR_BEFORE=BINARY adds physical.verify run by another pgdrill binary (the code
+#             before a change) to the same rounds: each round by hand, then both binaries in
+#             turn (which first alternates), so a change is measured under the same load as
+#             its base, with what each binary adds outside the tool's restore and replay.
 #   steps     (only with BENCH=steps) the engine alone: a runbook of STEPS (default 10000)
 #             trivial steps (`sleep 0s`), wall seconds and peak RSS, without and with
 #             --report and --junit. The goal: under 10 s and 100 MB; the cost must grow
@@ -325,10 +329,10 @@ if [ "$BENCH" = pgbackrest ]; then
     as_user "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null; rm -rf "$d"
     echo $((t1 - t0))
   }
-  with_pgdrill() {  # -> "step_ms restore_ms replay_ms runbook_ms"
+  with_pgdrill() {  # [binary] -> "step_ms restore_ms replay_ms runbook_ms"
     local t0 t1
     t0=$(now_ms)
-    "$BIN" run verify-physical --quiet --var "source=pgbackrest://bench?config=$P/pgbackrest.conf" \
+    "${1:-$BIN}" run verify-physical --quiet --var "source=pgbackrest://bench?config=$P/pgbackrest.conf" \
       --var 'marker=select count(*) > 0 from pgbench_accounts' --var accept_unproven=true --report "$P/report" >"$P/pgdrill.log" 2>&1 || { cat "$P/pgdrill.log"; exit 1; }
     t1=$(now_ms)
     python3 -c "import json,sys
@@ -336,10 +340,17 @@ r = json.load(open(sys.argv[1]))
 s = next(s for s in r['suites'][0]['steps'] if s.get('id') == 'recover')
 print(int(1000 * s['duration']), int(1000 * s['outputs']['restore_s']), int(1000 * s['outputs']['replay_s']), sys.argv[2])" "$P/report/run.json" $((t1 - t0))
   }
-  hand=(); step=(); rest=(); repl=(); whole=()
+  hand=(); step=(); rest=(); repl=(); whole=(); bstep=(); bextra=(); extra=()
+  before() {  # PGBR_BEFORE's physical.verify, kept apart
+    local a b c d
+    read -r a b c d <<<"$(with_pgdrill "$PGBR_BEFORE")"
+    bstep+=("$a"); bextra+=("$((a - b - c))")
+  }
   for i in $(seq 1 "$RUNS"); do
+    if [ -n "${PGBR_BEFORE:-}" ] && [ $((i % 2)) = 0 ]; then before; fi
     if [ $((i % 2)) = 1 ]; then hand+=("$(by_hand)"); read -r a b c d <<<"$(with_pgdrill)"; else read -r a b c d <<<"$(with_pgdrill)"; hand+=("$(by_hand)"); fi
-    step+=("$a"); rest+=("$b"); repl+=("$c"); whole+=("$d")
+    if [ -n "${PGBR_BEFORE:-}" ] && [ $((i % 2)) = 1 ]; then before; fi
+    step+=("$a"); rest+=("$b"); repl+=("$c"); whole+=("$d"); extra+=("$((a - b - c))")
   done
   h=$(printf '%s\n' "${hand[@]}" | median); r=$(printf '%s\n' "${step[@]}" | median); w=$(printf '%s\n' "${whole[@]}" | median)
   printf '%-40s %10s %8s\n' run 'median ms' ratio
@@ -348,6 +359,12 @@ print(int(1000 * s['duration']), int(1000 * s['outputs']['restore_s']), int(1000
   printf '%-40s %10s %8s\n' "verify-physical runbook" "$w" "$(awk -v a="$w" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
   printf '%-40s %10s\n' "  of which pgbackrest restore" "$(printf '%s\n' "${rest[@]}" | median)"
   printf '%-40s %10s\n' "  of which replay (start to promotion)" "$(printf '%s\n' "${repl[@]}" | median)"
+  printf '%-40s %10s\n' "  the rest (pgdrill's own and the proof)" "$(printf '%s\n' "${extra[@]}" | median)"
+  if [ -n "${PGBR_BEFORE:-}" ]; then
+    b=$(printf '%s\n' "${bstep[@]}" | median)
+    printf '%-40s %10s %8s\n' "physical.verify of PGBR_BEFORE" "$b" "$(awk -v a="$b" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+    printf '%-40s %10s\n' "  the rest (pgdrill's own and the proof)" "$(printf '%s\n' "${bextra[@]}" | median)"
+  fi
   exit 0
 fi
 declare -A results
