@@ -1894,7 +1894,7 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
     if rows.is_empty() {
         out.push("(no backups)".into());
     }
-    let named = list.iter().filter(|b| b.from_names()).count();
+    let named = list.iter().filter(|b| b.taken_from_names()).count();
     if named > 0 {
         out.push(format!(
             "* {named} kind(s) taken from names and the listing, no file or object read; a command that uses a backup reads its manifest or first bytes"
@@ -1949,7 +1949,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor, stores: &crate::st
             match crate::wal::fetch(stores, &cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
                 Ok(_) => 0,
                 // PostgreSQL asks for files past the archive's end: its normal way to stop.
-                Err(crate::wal::FetchError::Absent(_)) => 1,
+                Err(crate::wal::FetchError::Absent) => 1,
                 Err(crate::wal::FetchError::Fatal(e)) => {
                     say(&format!("error: wal fetch {name}: {e} (exit {}: recovery stops)", crate::wal::FETCH_FATAL));
                     crate::wal::FETCH_FATAL

@@ -37,7 +37,7 @@ const LAYERS: &[&[&str]] = &[
     // Commands built on runs and reports.
     &["doctor", "fleet", "manpages"],
     // The command line.
-    &["cli"],
+    &["cli", "testkit"],
 ];
 
 /// Upward imports tolerated while they are being removed: each is (file, module it may

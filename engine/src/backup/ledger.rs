@@ -120,13 +120,6 @@ pub async fn record(store: &dyn crate::storage::Store, folder: &str, entry: &Ent
     Ok(store.url_of(&key))
 }
 
-/// Gather `store`'s ledger records into one `ledger.jsonl` per folder under `root` (the
-/// store's local mirror), in the order they were made, so the mirror reads as a local
-/// location. A record that is not a ledger entry stops it (the ledger fails closed).
-pub async fn gather(store: &dyn crate::storage::Store, root: &Path) -> Result<(), String> {
-    gather_from(store, root, store.list("").await?).await
-}
-
 /// How many ledger records are read at once: a year of daily verifications is hundreds of
 /// small objects, each a request that mostly waits.
 const RECORDS_IN_FLIGHT: usize = 16;
@@ -137,7 +130,10 @@ const RECORDS_IN_FLIGHT: usize = 16;
 /// the whole ledger again (issue 41).
 const READ_RECORDS: &str = ".ledger-records.json";
 
-/// `gather`, from a listing already made (the mirror's one pass, `Remote::listed`). A record
+/// Gather `store`'s ledger records into one `ledger.jsonl` per folder under `root` (the
+/// store's local mirror), in the order they were made, so the mirror reads as a local
+/// location; a record that is not a ledger entry stops it (the ledger fails closed). From a
+/// listing already made (the mirror's one pass, `Remote::listed`). A record
 /// read earlier in this run at the ETag the listing shows is taken from the mirror; every
 /// other one is read (a store without versions: every one).
 async fn gather_from(

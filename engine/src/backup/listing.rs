@@ -149,15 +149,6 @@ pub enum LastVerification {
 }
 
 impl Listed {
-    pub fn path(&self) -> &str {
-        match self {
-            Listed::Pgdrill(b) => &b.path,
-            Listed::Foreign(b) => &b.path,
-            Listed::Unreadable(b) => &b.path,
-            Listed::Named(b) => &b.path,
-        }
-    }
-
     pub fn database(&self) -> &str {
         match self {
             Listed::Pgdrill(b) => &b.database,
@@ -168,7 +159,7 @@ impl Listed {
     }
 
     /// Whether what it says was taken from names and the listing, not read from the object.
-    pub fn from_names(&self) -> bool {
+    pub fn taken_from_names(&self) -> bool {
         match self {
             Listed::Named(_) => true,
             Listed::Foreign(f) => f.format_from.is_some(),

@@ -1574,11 +1574,7 @@ pub struct Checked {
 /// Check any backup: a pgdrill archive fully (`check`), another tool's dump as far as it
 /// can be without a manifest: every byte read through its compression and encryption, and
 /// its table of contents readable. `secret` is the pgdrill key or the openssl passphrase.
-pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, Failure> {
-    check_and_stage(path, secret, None, None).map(|(c, _)| c)
-}
-
-/// `check_any`, and with `stage` (a directory) the plaintext of a custom-format dump is kept
+/// With `stage` (a directory) the plaintext of a custom-format dump is kept
 /// there while it is checked, so a parallel restore can start from it without reading and
 /// decrypting the backup a second time. Nothing is staged for a file pg_restore can read as
 /// it is (an unencrypted, uncompressed custom dump), nor for SQL scripts (psql streams

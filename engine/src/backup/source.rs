@@ -151,12 +151,8 @@ fn gpg_kind(head: &[u8]) -> Option<&'static str> {
 }
 
 /// A short description of a file's outer layers and, when visible without a key, the dump
-/// format inside: for listings (`gzip/plain`, `openssl`, `gpg`, `custom`, `pgdrill`).
-pub fn sniff(path: &Path) -> String {
-    sniff_in(&Tree::from(path), path)
-}
-
-/// `sniff`, for a path of `tree` (the view it was found in).
+/// format inside: for listings (`gzip/plain`, `openssl`, `gpg`, `custom`, `pgdrill`), for a
+/// path of `tree` (the view it was found in).
 pub fn sniff_in(tree: &Tree, path: &Path) -> String {
     if path.is_dir() {
         return if path.join("toc.dat").is_file() { "directory".into() } else { "?".into() };
@@ -238,12 +234,8 @@ const DUMP_EXTS: &[&str] = &["sql", "dump", "backup", "pgdump", "custom", "tar",
 /// opening comment (`-- PostgreSQL database dump`) after decompression; or an encryption
 /// envelope (openssl, gpg) whose name reads as a dump (`.sql.gz.enc`, `.dump.gpg`). `Ok`
 /// says what it is; `Err` why it is not taken for a backup. Prune deletes only the former:
-/// a name with a date and `.gz` is not enough (`DB-2020-01-05.log.gz`).
-pub fn recognise(path: &Path) -> Result<String, String> {
-    recognise_in(&Tree::from(path), path)
-}
-
-/// `recognise`, for a path of `tree` (the view it was found in).
+/// a name with a date and `.gz` is not enough (`DB-2020-01-05.log.gz`). For a path of `tree`
+/// (the view it was found in).
 pub fn recognise_in(tree: &Tree, path: &Path) -> Result<String, String> {
     if path.is_dir() {
         return if path.join("toc.dat").is_file() {
@@ -307,12 +299,6 @@ pub fn recognise_in(tree: &Tree, path: &Path) -> Result<String, String> {
         });
     }
     Err("too many layers".into())
-}
-
-/// Whether another tool's file, known by its first bytes (a store's stand-in), can be read
-/// as a stream: everything but gpg (which reads a path), directory dumps and unknown kinds.
-pub fn streamable(tree: &Tree, path: &Path) -> bool {
-    streamable_kind(&sniff_in(tree, path))
 }
 
 /// `streamable`, of another tool's file known by its first bytes (`sniff_bytes`), read

@@ -83,16 +83,6 @@ pub enum Verdict {
     NotApplicable,
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Met => "met",
-            Verdict::NotMet => "not met",
-            Verdict::NotApplicable => "not applicable",
-        }
-    }
-}
-
 /// One requirement judged for one database (or the whole log).
 #[derive(Debug, Clone, Serialize)]
 pub struct Judged {

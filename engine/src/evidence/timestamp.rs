@@ -7,9 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-/// The variable that may name the TSA's URL (instead of `--tsa`).
-pub const TSA_ENV: &str = "PGDRILL_TSA_URL";
-
 /// The timestamp file of record `sequence`, beside it.
 pub fn tsr_name(sequence: u64) -> String {
     format!("{sequence:08}.tsr")

@@ -253,7 +253,6 @@ impl Executor {
         let log_store = log.clone();
         let log_id = StepId::new(suite, step.path.clone(), label.to_string());
         let step_ctx = StepCtx {
-            runbook_name: rb.name.clone(),
             base_dir: rb.base_dir.clone(),
             step: label.to_string(),
             suite,

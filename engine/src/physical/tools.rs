@@ -540,14 +540,6 @@ impl Drop for Watch {
     }
 }
 
-/// Run a tool child to its end with stdout and stderr captured, under a guard that ends its
-/// process group, the tool's own children with it, if pgdrill dies (`child::spawn_guarded`);
-/// a child that could not be started is the environment's failure.
-pub fn run(cmd: &mut Command, what: &str) -> Result<Output, Failure> {
-    crate::child::output_guarded(cmd)
-        .map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
-}
-
 /// The last `n` non-empty lines of a tool's output, joined with " / ": what a one-line
 /// message quotes of a failure.
 pub fn last_lines(text: &str, n: usize) -> String {

@@ -22,10 +22,10 @@ use serde_yaml::Value as Yaml;
 // Diagnostics live below the error type (which carries them); named here too, where
 // runbooks' readers have always found them.
 pub use crate::diag::{spans, suggest, Diagnostic, Diagnostics};
-pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
+pub use load::{load_checked, load_runbook_ref, MAX_NESTING};
 pub use secrets::{register_run_inputs, secret_fields};
 use spans::{Pos, SpanIndex};
-pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap, VarType};
+pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarType};
 
 use crate::steps;
 use crate::template;

@@ -19,9 +19,6 @@ pub fn overrides_from_pairs(pairs: &[(String, String)]) -> serde_yaml::Mapping {
     m
 }
 
-/// A map for callers that want `BTreeMap` ordering.
-pub type VarMap = BTreeMap<String, String>;
-
 /// Declared defaults, overridden by `--var`; every declared variable must end with a value.
 pub fn resolve_vars(
     rb: &Runbook,

@@ -81,15 +81,6 @@ pub fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 /// millisecond. NaN and the infinities are refused with it: no field means them.
 pub const MAX_NUMBER: f64 = 1e15;
 
-/// An optional integer written as a number or as text.
-pub fn opt_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: TryFrom<i64>,
-{
-    int(d).map(Some)
-}
-
 /// A duration: `30s`, `15m`, `1h 30m`, or a number of seconds.
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = match NumOrText::deserialize(d)? {

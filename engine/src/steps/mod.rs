@@ -324,7 +324,6 @@ impl Drop for Watch {
 /// What a running step may use.
 #[derive(Clone)]
 pub struct StepCtx {
-    pub runbook_name: String,
     pub base_dir: PathBuf,
     pub step: String,
     pub suite: usize,
@@ -564,7 +563,6 @@ pub(crate) fn test_ctx(operator: Arc<dyn Operator>) -> (StepCtx, Arc<std::sync::
     let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = lines.clone();
     let ctx = StepCtx {
-        runbook_name: "test".into(),
         base_dir: PathBuf::from("."),
         step: "test".into(),
         suite: 0,
@@ -878,6 +876,7 @@ pgdrill_derive::kinds! {
 
 /// Something that needs each step kind's types rather than its catalogue entry (the outputs
 /// test): `visit_kinds` calls `visit` once per kind, in catalogue order.
+#[cfg(test)]
 pub trait KindVisitor {
     fn visit<S: Step>(&mut self);
 }

@@ -48,16 +48,6 @@ pub fn open_in(location: &str, base: &std::path::Path) -> Result<Arc<dyn Store>>
     }
 }
 
-/// As `open`, an object store built with `settings` (`NAME`, value: AWS_*, AZURE_*,
-/// GOOGLE_*) over the environment's: the store's own, for a process started without them
-/// in its environment (`wal fetch` as a throwaway server's restore_command).
-pub fn open_with(location: &str, settings: &[(String, String)]) -> Result<Arc<dyn Store>> {
-    match backend(location) {
-        Some(open) => open(location.trim(), settings),
-        None => open(location),
-    }
-}
-
 /// The local directory `location` names (relative to `base`), or `None` for a store that
 /// is not one: for what needs a filesystem (a lock, a safety snapshot a rollback must not
 /// download).

@@ -15,11 +15,9 @@ pub mod lock;
 pub mod remote;
 pub mod store;
 pub mod tree;
-pub use location::{
-    canonical_in, local_dir, local_dir_in, open, open_in, open_with, Named, Opened, StoreOpener, Streamed,
-};
+pub use location::{canonical_in, local_dir, local_dir_in, open, Named, Opened, StoreOpener, Streamed};
 pub use remote::{credential_values, credential_values_of};
-pub use store::{store_failure, Children, Meta, Published, Space, Store, Unproven, View, Watched, Writer};
+pub use store::{store_failure, Children, Meta, Published, Space, Store, Unproven, Watched, Writer};
 
 /// Where plaintext and half-written files live: a private directory per use, mode 0700,
 /// created in the directory it belongs to (the same disk as the final file, so publishing

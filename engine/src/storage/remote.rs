@@ -213,12 +213,8 @@ fn parse_timeout(v: &str, from: &str) -> Result<std::time::Duration, String> {
 
 /// Open `location`: a store of its own, with a mirror of its own. Nothing is shared with
 /// another opening of the same text; a run shares what it opened across its steps through
-/// the set of stores it owns (`storage::Opened`).
-pub fn open(location: &str) -> Result<Remote, String> {
-    open_given(location, &[])
-}
-
-/// As `open`, with object-store settings given from a file instead of the environment
+/// the set of stores it owns (`storage::Opened`). With object-store settings given from a
+/// file instead of the environment
 /// (`NAME`, value; only AWS_*, AZURE_* and GOOGLE_* names are used), applied over the
 /// environment's: `wal fetch` as a throwaway server's restore_command runs with a clean
 /// environment and reads them from its 0600 config. They are this store's alone, never a
@@ -647,10 +643,6 @@ pub fn describe(e: &object_store::Error) -> String {
 pub const ARCHIVED: &str = "the object is in an archive storage class (GLACIER, DEEP_ARCHIVE or Azure's Archive tier) and cannot be read until it is restored: restore it from the archive tier first (`aws s3api restore-object`, or set the blob's tier to Hot or Cool), then run again; nothing was judged";
 
 impl Remote {
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// The storage class uploads go to when objects in it cannot be read back at once
     /// (S3 GLACIER and DEEP_ARCHIVE, Azure's Archive tier): an upload there is checked from
     /// the store's metadata (`check_archived`) instead of a read-back. GLACIER_IR, and GCS's
@@ -698,7 +690,8 @@ impl Remote {
         ))
     }
 
-    /// The local mirror's root: steps list and read it as a local store.
+    /// The local mirror's root.
+    #[cfg(test)]
     pub fn mirror_root(&self) -> &Path {
         &self.cache
     }
@@ -1165,15 +1158,6 @@ impl Remote {
         })
     }
 
-    /// Whether `rel` exists.
-    pub async fn exists(&self, rel: &str) -> Result<bool, String> {
-        match self.store.head(&self.key(rel)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(format!("reading {}: {}", self.url_of(rel), describe(&e))),
-        }
-    }
-
     /// Size of `rel`.
     pub async fn size(&self, rel: &str) -> Result<u64, String> {
         self.store
@@ -1229,15 +1213,6 @@ impl Remote {
             h.update(&*chunk);
         }
         Ok((crate::archive::hex(&h.finalize()), n))
-    }
-
-    /// The first `n` bytes of `rel`.
-    pub async fn head_bytes(&self, rel: &str, n: u64) -> Result<Vec<u8>, String> {
-        let size = self.size(rel).await?;
-        let r = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte())
-            .await
-            .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
-        Ok(r.to_vec())
     }
 
     /// Start a streamed upload of `rel`: bytes written to the returned writer (from a
@@ -2218,7 +2193,7 @@ pub(crate) mod tests {
     /// file in the mirror; reading one (`materialize`) makes its stand-in, of its size.
     #[test]
     fn listed_objects_are_seen_through_the_tree_without_a_file_until_one_is_read() {
-        let r = open("s3://tree-test-bucket/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1")
+        let r = open_given("s3://tree-test-bucket/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1", &[])
             .expect("opens without a request");
         let root = r.mirror_root().to_path_buf();
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
@@ -2262,7 +2237,7 @@ pub(crate) mod tests {
     #[test]
     fn a_tree_answers_for_its_mirror_from_the_store_it_holds_not_from_the_table_of_opened_locations() {
         let location = "s3://tree-held-bucket/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1";
-        let r = open(location).expect("opens without a request");
+        let r = open_given(location, &[]).expect("opens without a request");
         let root = r.mirror_root().to_path_buf();
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let (archive, manifest) = (root.join("app/a.dump.pgdrill"), root.join("app/a.dump.pgdrill.manifest.json"));
@@ -2344,7 +2319,7 @@ pub(crate) mod tests {
     }
 
     fn refused(location: &str) -> String {
-        match open(location) {
+        match open_given(location, &[]) {
             Ok(_) => panic!("{location} was accepted"),
             Err(e) => e,
         }

@@ -109,13 +109,8 @@ fn inventory_of(listed: impl IntoIterator<Item = Meta>, system: u64, seg_size: u
 }
 
 /// The segment size of a system's archive, read from its first segment's authenticated
-/// preamble (the size of a whole segment), when the caller does not know it.
-pub async fn seg_size_of(store: &dyn Store, system: u64, key: &KeySource) -> Result<Option<u64>, Failure> {
-    let listed = store.list(&wal_prefix(system)).await.map_err(Failure::environment)?;
-    seg_size_in(store, listed, system, key).await
-}
-
-/// `seg_size_of` from objects already listed (a `Tree`'s).
+/// preamble (the size of a whole segment), when the caller does not know it, from objects
+/// already listed (a `Tree`'s).
 pub async fn seg_size_in(
     store: &dyn Store,
     listed: impl IntoIterator<Item = Meta>,

@@ -23,7 +23,6 @@ pub mod check;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -134,15 +133,6 @@ impl WalName {
             return seg24(seg).map(|(tli, log, seg)| WalName::Backup { tli, log, seg });
         }
         seg24(name).map(|(tli, log, seg)| WalName::Segment { tli, log, seg })
-    }
-
-    pub fn tli(self) -> u32 {
-        match self {
-            WalName::Segment { tli, .. }
-            | WalName::Partial { tli, .. }
-            | WalName::History { tli }
-            | WalName::Backup { tli, .. } => tli,
-        }
     }
 }
 
@@ -578,7 +568,7 @@ async fn same_as_archived(
 #[derive(Debug, Clone)]
 pub enum FetchError {
     /// The archive holds no such file: PostgreSQL's "end of the archive" (exit 1).
-    Absent(String),
+    Absent,
     /// Anything else: the store, the key, a damaged object (exit `FETCH_FATAL`).
     Fatal(Failure),
 }
@@ -623,7 +613,7 @@ pub async fn fetch_from(
     if store.head(&k).await.map_err(Failure::environment)?.is_none() {
         let marker = format!("{}{MARKER}", wal_prefix(system));
         return match store.head(&marker).await.map_err(Failure::environment)? {
-            Some(_) => Err(FetchError::Absent(format!("{name} is not in the archive {}", store.url()))),
+            Some(_) => Err(FetchError::Absent),
             None => Err(FetchError::Fatal(Failure::environment(format!(
                 "{} holds no WAL archive of system {system} (no {}): a wrong location, or a base backup of another system; recovery is stopped rather than ended early",
                 store.url(),
@@ -650,14 +640,6 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
-
-/// The stores' systems: every system identifier with a WAL archive or base backups.
-pub async fn systems(store: &dyn Store) -> Result<Vec<u64>, Failure> {
-    Ok(check::Tree::list(store).await?.systems())
-}
-
-/// A store opened for the WAL archive, shared by the checks.
-pub type Shared = Arc<dyn Store>;
 
 /// The class of an error, for the command line's exit code of `wal push` (always non-zero).
 pub fn push_exit(f: &Failure) -> i32 {

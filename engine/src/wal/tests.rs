@@ -111,9 +111,9 @@ async fn fetch_says_absent_only_for_a_missing_file_of_a_known_archive() {
     std::fs::write(d.path().join(rel), segment(SYSTEM, 2, 0)).expect("write");
     push_to(&s, &cfg(store.path()), rel, d.path()).await.expect("push");
     let e = fetch_from(&s, &key(), "000000010000000000000003", dest, d.path(), None).await.expect_err("absent");
-    assert!(matches!(e, FetchError::Absent(_)), "{e:?}");
+    assert!(matches!(e, FetchError::Absent), "{e:?}");
     let e = fetch_from(&s, &key(), "00000002.history", dest, d.path(), None).await.expect_err("absent");
-    assert!(matches!(e, FetchError::Absent(_)), "{e:?}");
+    assert!(matches!(e, FetchError::Absent), "{e:?}");
     // Another system's data directory asks another archive.
     let other = data_dir(SYSTEM + 1);
     let e = fetch_from(&s, &key(), "000000010000000000000002", dest, other.path(), None).await.expect_err("other");
@@ -218,7 +218,6 @@ async fn one_listing_of_the_cluster_tree_serves_every_systems_inventory_and_chai
     }
     let tree = check::Tree::list(&s).await.expect("one listing");
     assert_eq!(tree.systems(), vec![SYSTEM, SYSTEM + 1]);
-    assert_eq!(systems(&s).await.expect("systems"), tree.systems());
     for system in [SYSTEM, SYSTEM + 1] {
         let from_tree = tree.inventory(system, SEG);
         let alone = check::inventory(&s, system, SEG).await.expect("inventory");

@@ -9,16 +9,16 @@ use std::process::{Command, Stdio};
 
 use crate::common;
 use crate::common::{made_dir, pgdrill, text, written, Run};
-use pgdrill::archive::{Codec, KeySource};
-use pgdrill::backup::{self, CreateOptions, Format};
-use pgdrill::error::Class;
-use pgdrill::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::archive::{Codec, KeySource};
+use pgdrill::testkit::backup::{self, CreateOptions, Format};
+use pgdrill::testkit::error::Class;
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
 
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 async fn source(random_mb: usize) -> Option<Ephemeral> {
     let s = common::native_server("shop").await?;
-    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&s.url()).await.expect("connect");
     client
         .batch_execute(&format!(
             "create table customers (id serial primary key, name text not null, email text unique);
@@ -127,7 +127,7 @@ async fn backup_check_names_every_kind_of_damage() {
         .expect("backup");
     src.stop().await;
     let good = std::fs::read(&created.path).expect("read");
-    let manifest = std::fs::read(pgdrill::backup::layout::manifest_path(&created.path)).expect("manifest");
+    let manifest = std::fs::read(pgdrill::testkit::backup::layout::manifest_path(&created.path)).expect("manifest");
     assert!(good.len() > 3 << 20, "several chunks: {}", good.len());
     let header = 13 + u32::from_be_bytes([good[9], good[10], good[11], good[12]]) as usize;
     let chunk = 4 + (1 << 20) + 16;
@@ -135,14 +135,14 @@ async fn backup_check_names_every_kind_of_damage() {
     let check_variant = |name: &str, bytes: &[u8], with_manifest: bool, k: Option<&KeySource>| -> String {
         let dir = made_dir(t.path().join("variants"));
         let p = written(dir.join(format!("{name}.dump.pgdrill")), bytes);
-        let mp = pgdrill::backup::layout::manifest_path(&p);
+        let mp = pgdrill::testkit::backup::layout::manifest_path(&p);
         if with_manifest {
             // The manifest's sha256 is updated so that the content checks, not the checksum, speak;
             // and its MAC recomputed with the key (as only a key holder can), or the manifest
             // check would speak first.
             let mut m: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
-            m["sha256"] = serde_json::Value::String(pgdrill::archive::hex(&sha2_digest(bytes)));
-            if let Ok((h, _)) = pgdrill::archive::read_header(&mut &bytes[..]) {
+            m["sha256"] = serde_json::Value::String(pgdrill::testkit::archive::hex(&sha2_digest(bytes)));
+            if let Ok((h, _)) = pgdrill::testkit::archive::read_header(&mut &bytes[..]) {
                 if let (Some(kdf), Some(prefix)) = (&h.kdf, &h.nonce_prefix) {
                     let k = key.derive_for(kdf).expect("key");
                     m["authentication"]["mac"] = k.manifest_mac(prefix, &backup::manifest_bytes(m.clone())).into();

@@ -16,7 +16,7 @@ const KEY: &str = "classic layouts passphrase, rotated quarterly";
 
 /// A throwaway PostgreSQL 15 server holding `dbs`, each with the same small schema: 300
 /// users, 700 orders.
-async fn source(dbs: &[&str]) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+async fn source(dbs: &[&str]) -> Option<pgdrill::testkit::pg::ephemeral::Ephemeral> {
     if !common::require(common::on_path("openssl"), "openssl") {
         return None;
     }
@@ -37,7 +37,7 @@ async fn source(dbs: &[&str]) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
 
 /// `bash -c SCRIPT` (with `set -euo pipefail`) in `cwd`, with database `db` of `s` in the
 /// libpq environment and the passphrase in BACKUP_ENCRYPTION_KEY, as the documents run it.
-fn sh(s: &pgdrill::pg::ephemeral::Ephemeral, db: &str, cwd: &Path, script: &str) {
+fn sh(s: &pgdrill::testkit::pg::ephemeral::Ephemeral, db: &str, cwd: &Path, script: &str) {
     std::fs::create_dir_all(cwd).expect("mkdir");
     let out = common::libpq_bash(s, db)
         .args(["-c", &format!("set -euo pipefail; export PATH=/usr/lib/postgresql/15/bin:$PATH; {script}")])
@@ -56,7 +56,13 @@ fn stamp(hours: i64) -> String {
 
 /// `pgdrill run verify` of `database`'s backup `backup` in `storage` on a native throwaway
 /// server, its content judged against the live source database `source_db`.
-fn verify(s: &pgdrill::pg::ephemeral::Ephemeral, storage: &Path, database: &str, backup: &str, source_db: &str) -> Run {
+fn verify(
+    s: &pgdrill::testkit::pg::ephemeral::Ephemeral,
+    storage: &Path,
+    database: &str,
+    backup: &str,
+    source_db: &str,
+) -> Run {
     Run::verify_native(storage.display(), database)
         .var("backup", backup)
         .var("jobs", 1)
@@ -66,7 +72,13 @@ fn verify(s: &pgdrill::pg::ephemeral::Ephemeral, storage: &Path, database: &str,
 }
 
 /// `pgdrill run restore --yes` of `database`'s backup `backup` into `target` on `s`.
-fn restore(s: &pgdrill::pg::ephemeral::Ephemeral, storage: &Path, database: &str, backup: &str, target: &str) -> Run {
+fn restore(
+    s: &pgdrill::testkit::pg::ephemeral::Ephemeral,
+    storage: &Path,
+    database: &str,
+    backup: &str,
+    target: &str,
+) -> Run {
     Run::new("restore")
         .arg("--yes")
         .var("database_url", s.url_for("postgres"))
@@ -87,7 +99,7 @@ fn prune_dry(storage: &Path, database: &str, policy: &[&str]) -> String {
 }
 
 /// The rows a restore brought back into `db`.
-async fn restored_rows(s: &pgdrill::pg::ephemeral::Ephemeral, db: &str) -> String {
+async fn restored_rows(s: &pgdrill::testkit::pg::ephemeral::Ephemeral, db: &str) -> String {
     common::scalar(&s.url_for(db), "(select count(*) from users) || '/' || (select count(*) from orders)").await
 }
 

@@ -231,7 +231,7 @@ fn schema_failed(ran: &Ran, d: &Path) -> serde_json::Value {
 
 /// `pg_dump | grep -v LINE | gzip > FILE`: a team's dump whose one statement `line` was cut
 /// (pg_dump's output edited, or a filter in the pipe), otherwise complete.
-fn pg_dump_gzip_without(src: &pgdrill::pg::ephemeral::Ephemeral, db: &str, line: &str, file: &Path) {
+fn pg_dump_gzip_without(src: &pgdrill::testkit::pg::ephemeral::Ephemeral, db: &str, line: &str, file: &Path) {
     let out = std::process::Command::new("bash")
         .args([
             "-c",

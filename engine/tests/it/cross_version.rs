@@ -2,7 +2,7 @@
 //! builds it from Debian trixie), while this machine's client tools are 15.
 
 use crate::common::*;
-use pgdrill::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "cross-version-key-0123456789abcdef";
 const IMAGES: &str = "pgdrill/postgres-local:{major}";
@@ -73,9 +73,10 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
     );
     assert!(!stdout.contains(&pg17.password), "the password reached the log: {stdout}");
     let backup = backup_in(&storage.join("app"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest"))
-            .expect("json");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(pgdrill::testkit::backup::layout::manifest_path(&backup)).expect("manifest"),
+    )
+    .expect("json");
     assert!(
         manifest["pg_dump_version"].as_str().is_some_and(|v| v.contains("17") && v.contains("from the image")),
         "{manifest}"
@@ -179,9 +180,10 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
     }
 
     // A real difference between source and restored copy is still caught across majors.
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest"))
-            .expect("json");
+    let mut m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(pgdrill::testkit::backup::layout::manifest_path(&backup)).expect("manifest"),
+    )
+    .expect("json");
     m["fingerprint"]["tables"]["public.customers"]["field_hash"] = serde_json::json!("12345");
     write_rebound_manifest(&backup, m, KEY);
     let junit = dir.path().join("v2.xml");

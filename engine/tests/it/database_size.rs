@@ -22,7 +22,7 @@ async fn database_size_reports_the_server_s_figures_and_quotes_table_names() {
     let report = dir.path().join("report");
     let ran = Run::new(&rb).var("url", srv.url()).report(&report).expect(0);
     let out = ran.run_json().step("size").outputs.clone();
-    let client = pgdrill::pg::connect(&srv.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&srv.url()).await.expect("connect");
     let row = client
         .query_one(
             "select pg_database_size(current_database()), pg_total_relation_size('\"we\"\"ird name\"'), pg_indexes_size('\"we\"\"ird name\"')",

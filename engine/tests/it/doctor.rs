@@ -124,7 +124,7 @@ async fn doctor_reads_the_clock_of_a_reachable_database() {
     assert_eq!(out.status.code(), Some(0), "{all}");
     let l = line(&all, "database ");
     assert!(l.starts_with("ok") && l.contains("PostgreSQL 15") && l.contains("its clock is"), "{all}");
-    let pw = pgdrill::pg::conninfo::parse(&url)
+    let pw = pgdrill::testkit::pg::conninfo::parse(&url)
         .ok()
         .and_then(|p| p.into_iter().find(|(k, _)| k == "password").map(|(_, v)| v))
         .expect("the server's URL holds a password");

@@ -175,8 +175,8 @@ fn destroy_server_sees_the_killed_postmaster_die_at_once() {
 /// could ever fail an upgrade rehearsal.)
 #[test]
 fn no_shipped_drill_or_runbook_lets_a_step_fail_quietly() {
-    for s in pgdrill::shipped::all() {
-        let rb = pgdrill::runbook::parse(s.path, s.text, std::path::PathBuf::new())
+    for s in pgdrill::testkit::shipped::all() {
+        let rb = pgdrill::testkit::runbook::parse(s.path, s.text, std::path::PathBuf::new())
             .unwrap_or_else(|d| panic!("{} does not parse: {d}", s.path));
         for step in rb.all_steps() {
             assert!(!step.continue_on_error, "{}: step `{}` is continue_on_error", s.path, step.label());
@@ -193,7 +193,7 @@ fn injected_after(dir: &Path, name: &str, after: &str, injected: &str) -> PathBu
 /// The shipped drill `name`'s text with `injected` (steps, indented as top-level steps)
 /// inserted right after the step with id `after`.
 fn inject_after(name: &str, after: &str, injected: &str) -> String {
-    let shipped = pgdrill::shipped::all().iter().find(|s| s.name == name).expect("a shipped drill");
+    let shipped = pgdrill::testkit::shipped::all().iter().find(|s| s.name == name).expect("a shipped drill");
     let marker = format!("  - id: {after}\n");
     let start = shipped.text.find(&marker).unwrap_or_else(|| panic!("{name} has no step {after}")) + marker.len();
     // The next top-level entry of `steps:` after that one.
@@ -253,7 +253,7 @@ async fn the_upgrade_drill_across_majors_expects_new_extension_versions_only() {
         return;
     }
     let Some(pg) = common::native_server("app").await else { return };
-    let client = pgdrill::pg::connect(&pg.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&pg.url()).await.expect("connect");
     client
         .batch_execute(
             "create extension hstore; create extension citext; create extension pgcrypto; create extension btree_gist; create extension pg_trgm; create extension fuzzystrmatch; create extension ltree;
@@ -335,12 +335,12 @@ fn run_rto_on_a_runbook_without_a_recovery_objective_silently_became_its_budget(
 #[test]
 fn the_quickstart_drill_fails_when_the_restored_copy_differs() {
     let Some((dir, report, junit)) = drill_paths() else { return };
-    let verify = pgdrill::shipped::all().iter().find(|s| s.name == "verify").expect("verify").text;
+    let verify = pgdrill::testkit::shipped::all().iter().find(|s| s.name == "verify").expect("verify").text;
     let tables = "      - id: tables\n        after: restore\n";
     assert!(verify.contains(tables), "verify's tables check follows its restore");
     let injected = "      - id: injected\n        after: restore\n        uses: sql.exec\n        with: { url: \"{{ let.scratch }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n      - id: tables\n        after: injected\n";
     let verify_rb = written(dir.path().join("verify-injected.yaml"), verify.replace(tables, injected));
-    let quickstart = pgdrill::shipped::all().iter().find(|s| s.name == "quickstart").expect("quickstart").text;
+    let quickstart = pgdrill::testkit::shipped::all().iter().find(|s| s.name == "quickstart").expect("quickstart").text;
     assert!(quickstart.contains("      path: verify\n"));
     let rb = dir.path().join("quickstart-injected.yaml");
     std::fs::write(&rb, quickstart.replace("      path: verify\n", &format!("      path: {}\n", verify_rb.display())))

@@ -7,7 +7,7 @@ use crate::common::*;
 
 /// `pg_dump ARGS` of database `app` on `src` gzipped into `file`, then verified without the
 /// source ([`verify`]): it must exit `code`.
-fn dumped_and_verified(src: &pgdrill::pg::ephemeral::Ephemeral, file: &Path, args: &str, code: i32) -> Ran {
+fn dumped_and_verified(src: &pgdrill::testkit::pg::ephemeral::Ephemeral, file: &Path, args: &str, code: i32) -> Ran {
     pg_dump_gzip(src, "app", args, file);
     let ran = verify(file, None);
     assert_eq!(ran.code, Some(code), "{}", ran.all());

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use crate::common;
 use crate::common::{junit_cases, status_of, text, tmp_backups, written, Run};
-use pgdrill::archive::{Codec, KeySource};
-use pgdrill::backup::restore::{restore, RestoreOptions};
-use pgdrill::backup::{self, CreateOptions, Format};
-use pgdrill::pg::fingerprint::Mode;
+use pgdrill::testkit::archive::{Codec, KeySource};
+use pgdrill::testkit::backup::restore::{restore, RestoreOptions};
+use pgdrill::testkit::backup::{self, CreateOptions, Format};
+use pgdrill::testkit::pg::fingerprint::Mode;
 
 const KEY: &str = "edge-fixture passphrase";
 
@@ -37,7 +37,7 @@ fn verify(storage: &Path, database: &str, provider: &str, junit: &Path) -> std::
         .junit(junit)
         .command()
         .env("PGDRILL_BACKUP_KEY", KEY)
-        .env(pgdrill::pg::docker::IMAGE_ENV, image)
+        .env(pgdrill::testkit::pg::docker::IMAGE_ENV, image)
         .output()
         .expect("verify runs")
 }
@@ -181,15 +181,20 @@ async fn the_content_hash_is_the_text_earlier_backups_recorded() {
          create table public.nothing (a int)",
     )
     .await;
-    let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    let c = pgdrill::testkit::pg::connect(&src.url()).await.expect("connect");
     c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
-    let prints = pgdrill::pg::fingerprint::compute_tables(&c, Mode::Full, pgdrill::pg::fingerprint::Content::RowText)
-        .await
-        .expect("tables");
+    let prints = pgdrill::testkit::pg::fingerprint::compute_tables(
+        &c,
+        Mode::Full,
+        pgdrill::testkit::pg::fingerprint::Content::RowText,
+    )
+    .await
+    .expect("tables");
     assert!(prints.len() > 10, "the edge fixture's tables: {prints:?}");
     let mut beyond = false;
     for (table, print) in &prints {
-        let first = format!("select {} from {table} x", pgdrill::pg::fingerprint::CONTENT_HASH_AS_FIRST_WRITTEN);
+        let first =
+            format!("select {} from {table} x", pgdrill::testkit::pg::fingerprint::CONTENT_HASH_AS_FIRST_WRITTEN);
         let want: String = c.query_one(first.as_str(), &[]).await.expect("first form").get(0);
         assert_eq!(print.hash.as_deref(), Some(want.as_str()), "{table}");
         beyond |= want.trim_start_matches('-').parse::<i64>().is_err();
@@ -205,7 +210,7 @@ async fn the_content_hash_is_the_text_earlier_backups_recorded() {
 /// units, a citext's case. Each change is made to the one row, and each must move the hash.
 #[tokio::test(flavor = "multi_thread")]
 async fn field_hashes_see_changes_that_equality_hides() {
-    use pgdrill::pg::fingerprint::{compute_tables, Content};
+    use pgdrill::testkit::pg::fingerprint::{compute_tables, Content};
     let Some(src) = common::native_server("fields").await else { return };
     common::exec(
         &src.url(),
@@ -216,7 +221,7 @@ async fn field_hashes_see_changes_that_equality_hides() {
     )
     .await;
     let hash = || async {
-        let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
+        let c = pgdrill::testkit::pg::connect(&src.url()).await.expect("connect");
         c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
         let p = compute_tables(&c, Mode::Full, Content::Fields).await.expect("tables");
         c.batch_execute("commit").await.expect("commit");
@@ -252,16 +257,16 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{}.manifest.json", path.display())).expect("manifest"))
             .expect("json");
-    let expected: pgdrill::pg::fingerprint::Fingerprint =
+    let expected: pgdrill::testkit::pg::fingerprint::Fingerprint =
         serde_json::from_value(manifest["fingerprint"].clone()).expect("fingerprint");
-    assert_eq!(expected.content(), pgdrill::pg::fingerprint::Content::Fields, "a 15 source hashes fields");
+    assert_eq!(expected.content(), pgdrill::testkit::pg::fingerprint::Content::Fields, "a 15 source hashes fields");
 
     let Some(scratch) = common::native_server("restored").await else { return };
     restore(
         RestoreOptions {
-            backup: pgdrill::backup::restore::RestoreFrom::File {
+            backup: pgdrill::testkit::backup::restore::RestoreFrom::File {
                 path: path.clone(),
-                tree: pgdrill::storage::tree::Tree::local(path.parent().expect("the backup's folder")),
+                tree: pgdrill::testkit::storage::tree::Tree::local(path.parent().expect("the backup's folder")),
             },
             into: scratch.url(),
             key: Some(KEY.into()),
@@ -290,7 +295,7 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
             .expect("compare runs");
         (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
     };
-    let admin = pgdrill::pg::connect(&scratch.url_for("postgres")).await.expect("connect");
+    let admin = pgdrill::testkit::pg::connect(&scratch.url_for("postgres")).await.expect("connect");
 
     // The copy itself is faithful: what follows is caught because of the change alone.
     admin.batch_execute("create database unchanged template restored").await.expect("copy");

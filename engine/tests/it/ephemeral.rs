@@ -213,14 +213,14 @@ fn panic_leaves_nothing(provider: &str) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
             // SAFETY of env: this test binary sets the variable before any server starts.
-            let opts = pgdrill::pg::ephemeral::Options {
+            let opts = pgdrill::testkit::pg::ephemeral::Options {
                 provider: p.trim_end_matches("-memory").parse().expect("provider"),
                 parent: (p == NATIVE_IN_MEMORY).then(|| "/dev/shm".into()),
                 major: Some(15),
                 image: Some(DOCKER_IMAGE.replace("{major}", "15")),
                 ..Default::default()
             };
-            let server = pgdrill::pg::ephemeral::Ephemeral::start(opts).await.expect("server starts");
+            let server = pgdrill::testkit::pg::ephemeral::Ephemeral::start(opts).await.expect("server starts");
             if let Ok(mut s) = seen.lock() {
                 *s = server.instance.clone();
             }
@@ -432,7 +432,7 @@ fn auto_with_nothing_to_serve_names_the_remedies() {
 /// output of the initdb that then serves the start.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_from_the_initdb_template_has_its_own_password_and_a_damaged_template_is_replaced() {
-    use pgdrill::pg::native::{NativeOptions, NativeServer};
+    use pgdrill::testkit::pg::native::{NativeOptions, NativeServer};
     let Some(tmp) = ready_in("native") else { return };
     let cache = tmp.path().join("cache");
     // nextest runs each test in a process of its own: this reaches only this test's servers.
@@ -451,11 +451,11 @@ async fn a_server_from_the_initdb_template_has_its_own_password_and_a_damaged_te
 
     let second = NativeServer::start(opts()).await.expect("second server");
     assert_ne!(second.password, kept_password.trim(), "a password of its own");
-    let c = pgdrill::pg::connect(&second.url()).await.expect("its own password opens it");
+    let c = pgdrill::testkit::pg::connect(&second.url()).await.expect("its own password opens it");
     let one: i32 = c.query_one("select 1", &[]).await.expect("query").get(0);
     assert_eq!(one, 1);
     let old = second.url().replace(&second.password, kept_password.trim());
-    let refused = pgdrill::pg::connect(&old).await.expect_err("the template's password is refused");
+    let refused = pgdrill::testkit::pg::connect(&old).await.expect_err("the template's password is refused");
     assert!(format!("{refused}").contains("password"), "{refused}");
     second.stop();
 
@@ -463,7 +463,7 @@ async fn a_server_from_the_initdb_template_has_its_own_password_and_a_damaged_te
     // initdb serves this start.
     std::fs::write(kept[0].join("data/global/pg_control"), vec![0u8; 8192]).expect("damage");
     let third = NativeServer::start(opts()).await.expect("third server, by initdb");
-    let c = pgdrill::pg::connect(&third.url()).await.expect("connect");
+    let c = pgdrill::testkit::pg::connect(&third.url()).await.expect("connect");
     let one: i32 = c.query_one("select 1", &[]).await.expect("query").get(0);
     assert_eq!(one, 1);
     let now = templates();

@@ -23,7 +23,7 @@ fn verify_run(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> R
 
 /// A server with database `shop` holding table `t` with one row, a temporary folder, and a
 /// backup of `shop` (with [`KEY`]) in its `backups` folder: the storage and the backup.
-async fn shop_backed_up() -> Option<(pgdrill::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf, PathBuf)> {
+async fn shop_backed_up() -> Option<(pgdrill::testkit::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf, PathBuf)> {
     let s = common::native_server("shop").await?;
     common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
     let (t, storage) = tmp_backups();
@@ -83,11 +83,14 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
     // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder (a
     // minute ahead: within the clock tolerance, so it is the latest).
     let soon = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
-    let stamp = pgdrill::util::compact_utc(soon.replace_millisecond(0).expect("a whole second"), true);
+    let stamp = pgdrill::testkit::util::compact_utc(soon.replace_millisecond(0).expect("a whole second"), true);
     let planted = acct.with_file_name(format!("{stamp}.dump.pgdrill"));
     std::fs::copy(&dot, &planted).expect("copy");
-    std::fs::copy(pgdrill::backup::layout::manifest_path(&dot), pgdrill::backup::layout::manifest_path(&planted))
-        .expect("copy");
+    std::fs::copy(
+        pgdrill::testkit::backup::layout::manifest_path(&dot),
+        pgdrill::testkit::backup::layout::manifest_path(&planted),
+    )
+    .expect("copy");
     let out = run_verify(&storage, "acct", &[], &junit);
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.all().contains("is a backup of database `.acct`, not `acct`"), "{}", out.all());
@@ -101,7 +104,7 @@ async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
     // A second, newer backup whose manifest is cut short.
     common::backup_to(&s.url(), &storage, KEY, "shop");
     let newest = backups_in(&storage.join("shop")).pop().expect("two backups");
-    let manifest = pgdrill::backup::layout::manifest_path(&newest);
+    let manifest = pgdrill::testkit::backup::layout::manifest_path(&newest);
     let bytes = std::fs::read(&manifest).expect("manifest");
     std::fs::write(&manifest, &bytes[..bytes.len() / 2]).expect("truncate");
 
@@ -402,7 +405,7 @@ async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a
 }
 
 fn edit_manifest(backup: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-    let p = pgdrill::backup::layout::manifest_path(backup);
+    let p = pgdrill::testkit::backup::layout::manifest_path(backup);
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).expect("manifest")).expect("json");
     f(v.as_object_mut().expect("object"));
     std::fs::write(&p, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
@@ -411,7 +414,7 @@ fn edit_manifest(backup: &Path, f: impl FnOnce(&mut serde_json::Map<String, serd
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     let Some((s, t, storage, backup)) = shop_backed_up().await else { return };
-    let original = std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest");
+    let original = std::fs::read(pgdrill::testkit::backup::layout::manifest_path(&backup)).expect("manifest");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
     assert_eq!(out.code, Some(0), "{}", out.all());
@@ -463,7 +466,7 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
         ),
     ];
     for (what, edit, expect) in edits {
-        std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
+        std::fs::write(pgdrill::testkit::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
         edit_manifest(&backup, edit);
         let out = run_verify(&storage, "shop", &[], &junit);
         assert_eq!(out.code, Some(1), "{what}: {}", out.all());
@@ -482,11 +485,14 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
         fails_saying(&check, expect, what);
     }
     // A manifest moved from another backup of the same database does not fit this archive.
-    std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
+    std::fs::write(pgdrill::testkit::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
     common::backup_to(&s.url(), &storage, KEY, "shop");
     let newest = backups_in(&storage.join("shop")).pop().expect("newest");
-    std::fs::copy(pgdrill::backup::layout::manifest_path(&backup), pgdrill::backup::layout::manifest_path(&newest))
-        .expect("copy");
+    std::fs::copy(
+        pgdrill::testkit::backup::layout::manifest_path(&backup),
+        pgdrill::testkit::backup::layout::manifest_path(&newest),
+    )
+    .expect("copy");
     let out = run_verify(&storage, "shop", &[], &junit);
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.all().contains("fails authentication"), "{}", out.all());
@@ -495,9 +501,13 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
 
 /// How these tests make an unencrypted backup through the library: custom format, zstd, one
 /// thread and one job.
-fn unencrypted(url: &str, storage: &std::path::Path) -> pgdrill::backup::CreateOptions {
-    let (format, codec) = (pgdrill::backup::Format::Custom, pgdrill::archive::Codec::Zstd);
-    pgdrill::backup::CreateOptions { threads: 1, jobs: 1, ..common::create_options(url, storage, format, codec, None) }
+fn unencrypted(url: &str, storage: &std::path::Path) -> pgdrill::testkit::backup::CreateOptions {
+    let (format, codec) = (pgdrill::testkit::backup::Format::Custom, pgdrill::testkit::archive::Codec::Zstd);
+    pgdrill::testkit::backup::CreateOptions {
+        threads: 1,
+        jobs: 1,
+        ..common::create_options(url, storage, format, codec, None)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -506,7 +516,7 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
     common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
     let (t, storage) = tmp_backups();
     let opts = unencrypted(&s.url(), &storage);
-    let created = pgdrill::backup::create(opts, &|_| {}).await.expect("backup");
+    let created = pgdrill::testkit::backup::create(opts, &|_| {}).await.expect("backup");
     assert!(created.manifest.authentication.is_none());
     let out = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("list");
     let listing = text(&out.stdout);
@@ -530,7 +540,7 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
     let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let planted = unencrypted(&s.url(), &storage);
-    let planted = pgdrill::backup::create(planted, &|_| {}).await.expect("backup").path;
+    let planted = pgdrill::testkit::backup::create(planted, &|_| {}).await.expect("backup").path;
     let name = planted.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     assert_eq!(backups_in(&storage.join("shop")).pop().as_ref(), Some(&planted), "the planted one is the newest");
 

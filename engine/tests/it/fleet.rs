@@ -8,8 +8,8 @@ const KEY: &str = "fleet-test-backup-key-0123456789";
 
 struct Setup {
     dir: tempfile::TempDir,
-    a: pgdrill::pg::ephemeral::Ephemeral,
-    b: pgdrill::pg::ephemeral::Ephemeral,
+    a: pgdrill::testkit::pg::ephemeral::Ephemeral,
+    b: pgdrill::testkit::pg::ephemeral::Ephemeral,
 }
 
 impl Setup {

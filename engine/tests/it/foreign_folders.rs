@@ -26,13 +26,19 @@ fn set_mtime(p: &Path, days_ago: i64) {
 }
 
 /// Run a shell pipeline with the source server in the libpq environment, as the seeds do.
-fn sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
+fn sh(src: &pgdrill::testkit::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
     bash_on(src, "auth_db", script, &format!("set -euo pipefail; {script}"), gnupghome);
 }
 
 /// Run `bash -c RUN` with database `database` of `src` in the libpq environment, the backup
 /// passphrase and `gnupghome`; it must succeed (a failure names `script`).
-fn bash_on(src: &pgdrill::pg::ephemeral::Ephemeral, database: &str, script: &str, run: &str, gnupghome: &Path) {
+fn bash_on(
+    src: &pgdrill::testkit::pg::ephemeral::Ephemeral,
+    database: &str,
+    script: &str,
+    run: &str,
+    gnupghome: &Path,
+) {
     let out = common::libpq_bash(src, database)
         .args(["-c", run])
         .env("BACKUP_PASS", PASS)
@@ -45,7 +51,7 @@ fn bash_on(src: &pgdrill::pg::ephemeral::Ephemeral, database: &str, script: &str
 struct Folder {
     _dir: tempfile::TempDir,
     storage: PathBuf,
-    _src: pgdrill::pg::ephemeral::Ephemeral,
+    _src: pgdrill::testkit::pg::ephemeral::Ephemeral,
 }
 
 /// `/opt/backups/postgres-a/auth_db_<stamp>.<ext>` as the payment-system runbook writes them,
@@ -55,7 +61,7 @@ async fn classic_folder() -> Option<Folder> {
         return None;
     }
     let src = common::native_server("auth_db").await?;
-    let client = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&src.url()).await.expect("connect");
     client
         .batch_execute(
             "create table users (id serial primary key, email text unique not null);
@@ -356,9 +362,9 @@ fn backups_list_table_is_golden() {
 
 /// A three-table source (`app`), and a runner of shell pipelines against it as the classic
 /// runbooks run them: without pipefail, so a pg_dump that dies still leaves a file.
-async fn three_tables() -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+async fn three_tables() -> Option<pgdrill::testkit::pg::ephemeral::Ephemeral> {
     let src = common::native_server("app").await?;
-    let client = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&src.url()).await.expect("connect");
     client
         .batch_execute(
             "create table accounts (id int primary key, name text not null);
@@ -375,7 +381,7 @@ async fn three_tables() -> Option<pgdrill::pg::ephemeral::Ephemeral> {
     Some(src)
 }
 
-fn field_sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
+fn field_sh(src: &pgdrill::testkit::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
     // No pipefail: `pg_dump | head | gzip` exits 0 although pg_dump died of SIGPIPE.
     bash_on(src, "app", script, script, gnupghome);
 }

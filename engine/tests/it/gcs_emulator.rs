@@ -161,7 +161,7 @@ async fn a_backup_to_a_gcs_emulator_was_refused_with_501_and_now_is_listed_verif
 async fn the_gcs_store_shows_an_object_only_once_published_and_asks_the_store_never_to_replace() {
     let Some(gcs) = gcs_emulator() else { return };
     let loc = location(gcs.port, "t");
-    let store = pgdrill::storage::open(&loc).expect("the location opens");
+    let store = pgdrill::testkit::storage::open(&loc).expect("the location opens");
     assert_eq!(store.url(), format!("gs://{BUCKET}/t"));
     store.probe().await.expect("the store answers");
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
+use pgdrill::testkit::physical::archiving::{ArchivingOptions, ArchivingServer};
 
 use crate::common::*;
 
@@ -131,9 +131,9 @@ async fn a_base_backup_opens_one_session_and_a_tar_cut_before_its_end_publishes_
 /// once the server says it is ready: no refused attempt, and the recovery is still proven.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_waits_for_its_promotion_without_a_refused_connection() {
-    use pgdrill::physical::basebackup::BasebackupFolder;
-    use pgdrill::physical::pitr::{self, PitrOptions};
-    use pgdrill::physical::recover::{RecoverOptions, Target, TargetKind};
+    use pgdrill::testkit::physical::basebackup::BasebackupFolder;
+    use pgdrill::testkit::physical::pitr::{self, PitrOptions};
+    use pgdrill::testkit::physical::recover::{RecoverOptions, Target, TargetKind};
 
     let tmp = tempfile::tempdir().expect("tmp");
     let Some(source) = counted_source(tmp.path()).await else { return };

@@ -13,7 +13,7 @@ const KEY_A: &str = "4f1c9a7e2b6d08c35e91a2b47d6f0c8e13a5b7d9f0e2c4a6b8d0f1e3a5c
 const KEY_B: &str = "rotation key B, a passphrase of the new quarter";
 
 fn fingerprint(key: &str) -> String {
-    pgdrill::archive::KeySource::from_secret(key).fingerprint()
+    pgdrill::testkit::archive::KeySource::from_secret(key).fingerprint()
 }
 
 fn manifest(path: &Path) -> serde_json::Value {
@@ -145,8 +145,8 @@ async fn a_rekey_killed_at_any_point_leaves_a_whole_backup_and_the_next_one_fini
     let made = dir.path().join("made");
     backup(&s.url(), &made, &[(KEY_ENV, KEY_A)]).expect(0);
     let ring_text = format!("{KEY_B}\n{KEY_A}");
-    let ring = pgdrill::archive::KeySource::from_secret(&ring_text);
-    let newest = pgdrill::archive::KeySource::from_secret(KEY_B);
+    let ring = pgdrill::testkit::archive::KeySource::from_secret(&ring_text);
+    let newest = pgdrill::testkit::archive::KeySource::from_secret(KEY_B);
     for point in ["staged", "manifest", "published", "removed"] {
         let storage = dir.path().join(point);
         let folder = storage.join("shop");
@@ -161,7 +161,7 @@ async fn a_rekey_killed_at_any_point_leaves_a_whole_backup_and_the_next_one_fini
             .collect();
         assert!(!whole.is_empty(), "{point}: neither the old nor the new backup is whole: {:?}", archives(&folder));
         for p in &whole {
-            pgdrill::backup::check(p, Some(&ring))
+            pgdrill::testkit::backup::check(p, Some(&ring))
                 .unwrap_or_else(|e| panic!("{point}: {} does not read: {e}", p.display()));
         }
         // The next rekey finishes the job: one backup, under the new key alone.
@@ -169,7 +169,7 @@ async fn a_rekey_killed_at_any_point_leaves_a_whole_backup_and_the_next_one_fini
         let left = archives(&folder);
         assert_eq!(left.len(), 1, "{point}: {left:?}\n{}", again.all());
         assert_eq!(manifest(&left[0])["key_fingerprint"], fingerprint(KEY_B).as_str(), "{point}");
-        pgdrill::backup::check(&left[0], Some(&newest)).unwrap_or_else(|e| panic!("{point}: {e}"));
+        pgdrill::testkit::backup::check(&left[0], Some(&newest)).unwrap_or_else(|e| panic!("{point}: {e}"));
         let manifests = std::fs::read_dir(&folder)
             .expect("folder")
             .flatten()

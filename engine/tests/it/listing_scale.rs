@@ -420,7 +420,7 @@ async fn staging_auto_puts_a_small_dump_in_memory_and_one_over_the_limit_on_disk
     const KEY: &str = "listing-scale test passphrase";
     let (dir, storage) = tmp_backups();
     let Some(s) = crate::common::native_server("shop").await else { return };
-    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&s.url()).await.expect("connect");
     client
         .batch_execute("create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 60000) g;")
         .await

@@ -136,12 +136,12 @@ async fn a_backup_asked_to_be_retained_is_locked_with_its_manifest_and_a_bucket_
     // nothing written; into one with it, the archive and its manifest are locked.
     // (A server that takes replication connections, which pg_basebackup needs.)
     let archive = tempfile::tempdir().expect("tmp");
-    let opts = pgdrill::physical::archiving::ArchivingOptions {
+    let opts = pgdrill::testkit::physical::archiving::ArchivingOptions {
         archive_dir: Some(archive.path().join("wal")),
         major: Some(15),
         ..Default::default()
     };
-    let cluster = match pgdrill::physical::archiving::ArchivingServer::start(opts).await {
+    let cluster = match pgdrill::testkit::physical::archiving::ArchivingServer::start(opts).await {
         Ok(c) => c,
         Err(e) => {
             require(false, &format!("PostgreSQL 15 server binaries ({e})"));

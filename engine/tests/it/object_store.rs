@@ -154,7 +154,11 @@ fn backed_up_to_bkt(port: u16, url: &str) {
 const ONE_ROW: &str = "create table t(id int); insert into t values (1)";
 
 /// A moto with bucket `bucket`, and database `db` on a new server with `sql` run in it.
-async fn moto_and_source(db: &str, sql: &str, bucket: &str) -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral)> {
+async fn moto_and_source(
+    db: &str,
+    sql: &str,
+    bucket: &str,
+) -> Option<(Server, pgdrill::testkit::pg::ephemeral::Ephemeral)> {
     let s3 = moto()?;
     let srv = native_server_with(db, sql).await?;
     assert_eq!(http(s3.port, "PUT", &format!("/{bucket}"), &[]).0, 200, "bucket created");
@@ -348,7 +352,7 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
 
 /// Database `big` on a new server, a table of random text in it (random text compresses
 /// poorly: enough parts to be mid-upload when stopped), and bucket `bkt` in the moto at `port`.
-async fn big_source(port: u16) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+async fn big_source(port: u16) -> Option<pgdrill::testkit::pg::ephemeral::Ephemeral> {
     let srv = native_server("big").await?;
     exec(&srv.url(), "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
     assert_eq!(http(port, "PUT", "/bkt", &[]).0, 200);
@@ -649,7 +653,7 @@ pub(crate) fn azurite(dir: &std::path::Path) -> Option<Server> {
 async fn azurite_and_shop(
     rows: u32,
     more: &str,
-) -> Option<(tempfile::TempDir, Server, pgdrill::pg::ephemeral::Ephemeral, String)> {
+) -> Option<(tempfile::TempDir, Server, pgdrill::testkit::pg::ephemeral::Ephemeral, String)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let az = azurite(dir.path())?;
     let srv = native_server("shop").await?;
@@ -1331,7 +1335,7 @@ async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_no
     std::env::remove_var("AWS_PROFILE");
     let loc =
         format!("s3://store/t?endpoint=http://127.0.0.1:{}&region=us-east-1&allow_http=true&path_style=true", s3.port);
-    let store = pgdrill::storage::open(&loc).expect("the location opens");
+    let store = pgdrill::testkit::storage::open(&loc).expect("the location opens");
     assert_eq!(store.url(), "s3://store/t");
     store.probe().await.expect("the store answers");
 
@@ -1633,7 +1637,8 @@ fn gzip_dump_in_bkt(port: u16, url: &str) -> (&'static str, Vec<u8>) {
 
 /// A backup of `shop` (one row) in `s3://bkt/p` on a moto of its own: the server, the
 /// source, and the archive's key and file name.
-pub(crate) async fn shop_backed_up_to_bkt() -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral, String, String)> {
+pub(crate) async fn shop_backed_up_to_bkt(
+) -> Option<(Server, pgdrill::testkit::pg::ephemeral::Ephemeral, String, String)> {
     let (s3, srv) = moto_and_source("shop", ONE_ROW, "bkt").await?;
     backed_up_to_bkt(s3.port, &srv.url());
     let archive = archive_in_bkt(s3.port);

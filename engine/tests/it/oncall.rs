@@ -112,7 +112,10 @@ fn pagerduty_opsgenie_teams_and_syslog_receive_what_their_schemas_document() {
     assert_eq!(create["priority"], "P1");
     assert!(create["alias"].as_str().is_some_and(|a| a.len() <= 512));
     let alias = create["alias"].as_str().expect("alias");
-    assert_eq!(og[1].path, format!("/v2/alerts/{}/close?identifierType=alias", pgdrill::util::percent_encode(alias)));
+    assert_eq!(
+        og[1].path,
+        format!("/v2/alerts/{}/close?identifierType=alias", pgdrill::testkit::util::percent_encode(alias))
+    );
 
     // Teams: a message with one Adaptive Card; the name is Markdown-escaped text.
     let teams = to("/workflows/teams-hook");
@@ -195,7 +198,7 @@ fn hostile_names_never_break_the_oncall_sinks_or_the_metric_labels() {
 "
     ));
     // Characters no field may carry raw: C0 and C1 controls (but tab), DEL, bidi overrides.
-    let harmful = |c: char| (c.is_control() && c != '\t') || pgdrill::util::is_bidi_control(c);
+    let harmful = |c: char| (c.is_control() && c != '\t') || pgdrill::testkit::util::is_bidi_control(c);
     // Every word (three or more letters or digits) of the text, as a reader would look for it.
     let words = |s: &str| -> Vec<String> {
         s.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 3).map(String::from).collect()
@@ -471,7 +474,10 @@ fn a_line_break_in_a_database_name_was_raw_in_the_pagerduty_dedup_key_opsgenie_a
 fn a_carriage_return_escape_or_bidi_override_in_a_database_name_was_raw_in_the_metric_labels() {
     let (got, _, prom) = one_failed_run("app\r\u{1b}[31m\u{202e}x\ny");
     assert!(prom.contains(r#"pgdrill_run_success{runbook="r",database="app\\r\\x1b[31m\\u{202e}x\\ny"} 0"#), "{prom}");
-    assert!(!prom.chars().any(|c| c != '\n' && (c.is_control() || pgdrill::util::is_bidi_control(c))), "{prom:?}");
+    assert!(
+        !prom.chars().any(|c| c != '\n' && (c.is_control() || pgdrill::testkit::util::is_bidi_control(c))),
+        "{prom:?}"
+    );
     promtool(&prom, "the textfile");
     let push = got.iter().find(|g| g.path.starts_with("/gw/metrics/")).expect("a push");
     use base64::Engine as _;

@@ -201,7 +201,7 @@ impl Drop for Team17 {
 
 /// Containers Docker has (running or not) labelled as those of the pgdrill process `pid`.
 pub(crate) fn containers_of(pid: u32) -> Vec<String> {
-    let owner = format!("pgdrill.owner={}:{pid}", pgdrill::util::hostname().unwrap_or_default());
+    let owner = format!("pgdrill.owner={}:{pid}", pgdrill::testkit::util::hostname().unwrap_or_default());
     let out = Command::new("docker")
         .args(["ps", "-a", "--filter", &format!("label={owner}"), "--format", "{{.Names}}"])
         .output()

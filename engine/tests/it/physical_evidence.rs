@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
+use pgdrill::testkit::physical::archiving::{ArchivingOptions, ArchivingServer};
 use sha2::Digest as _;
 
 use crate::common::{self, Run};

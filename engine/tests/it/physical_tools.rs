@@ -1159,14 +1159,15 @@ fn a_barman_cloud_wal_listing_of_more_than_one_page_finds_the_newest_segment() {
     std::env::set_var("AWS_DEFAULT_REGION", "us-east-1");
     std::env::remove_var("AWS_PROFILE");
     let location = format!("barman-cloud:s3://pages-bkt/pg?server=demo&endpoint={endpoint}");
-    let stores = pgdrill::storage::Opened::default();
-    let cloud = pgdrill::physical::barman::Cloud::parse(&location).expect("the source parses");
+    let stores = pgdrill::testkit::storage::Opened::default();
+    let cloud = pgdrill::testkit::physical::barman::Cloud::parse(&location).expect("the source parses");
     let listed = cloud.wal_objects(&stores).expect("the WAL listed").expect("a store pgdrill lists");
     assert_eq!(listed.len(), 4 * 256 + 6, "every page of the listing");
-    let source = pgdrill::physical::open_with(&location, &stores, Default::default()).expect("the source opens");
+    let source =
+        pgdrill::testkit::physical::open_with(&location, &stores, Default::default()).expect("the source opens");
     let end = source.archive_end(1).expect("the archive's end").expect("an end");
     assert_eq!(end.segment, "000000010000000400000002", "{end:?}");
-    assert_eq!(end.segment_start, pgdrill::physical::source::Lsn((4 << 32) | (2 << 24)), "{end:?}");
+    assert_eq!(end.segment_start, pgdrill::testkit::physical::source::Lsn((4 << 32) | (2 << 24)), "{end:?}");
     assert!(end.archived.is_some(), "{end:?}");
 }
 

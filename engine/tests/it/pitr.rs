@@ -1,17 +1,17 @@
 //! Point-in-time recovery against real PostgreSQL 15 (native binaries): a source cluster
 //! archiving with its own `archive_command` into a folder, real `pg_basebackup`, recovery
-//! in a throwaway server by `pgdrill::physical`, and each target proven. Every field
+//! in a throwaway server by `pgdrill::testkit::physical`, and each target proven. Every field
 //! failure is made to happen and must fail, never pass.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
-use pgdrill::physical::basebackup::BasebackupFolder;
-use pgdrill::physical::pitr::{self, PitrOptions};
-use pgdrill::physical::recover::{RecoverOptions, Target, TargetKind};
-use pgdrill::physical::source::Lsn;
+use pgdrill::testkit::physical::archiving::{ArchivingOptions, ArchivingServer};
+use pgdrill::testkit::physical::basebackup::BasebackupFolder;
+use pgdrill::testkit::physical::pitr::{self, PitrOptions};
+use pgdrill::testkit::physical::recover::{RecoverOptions, Target, TargetKind};
+use pgdrill::testkit::physical::source::Lsn;
 use time::OffsetDateTime;
 
 use crate::common::{self, written};
@@ -122,7 +122,7 @@ async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and
     insert(&url, "b", 100).await;
     let lsn_b = Lsn::parse(&common::scalar(&url, "pg_current_wal_insert_lsn()").await).expect("lsn");
     // Phase c in one transaction whose id is the xid target.
-    let c = pgdrill::pg::connect(&url).await.expect("connect");
+    let c = pgdrill::testkit::pg::connect(&url).await.expect("connect");
     let xid_c: String = c
         .query_one(
             "with i as (insert into t (phase) select 'c' from generate_series(1, 100) returning 1) \
@@ -234,7 +234,7 @@ async fn every_field_failure_fails_the_recovery_never_passes_it() {
     let e = pitr::run(&folder, options(TargetKind::Time(beyond), any)).await.expect_err("beyond the end");
     assert!(e.message.contains("recovery ended before configured recovery target was reached"), "{}", e.message);
     assert!(e.message.contains(&newest), "names the archive's end {newest}: {}", e.message);
-    assert_eq!(e.class, pgdrill::error::Class::Failed);
+    assert_eq!(e.class, pgdrill::testkit::error::Class::Failed);
 
     // The same through the shipped runbook: exit 1, the recovery a JUnit failure, and the
     // checks after it not run (never passed).
@@ -497,7 +497,7 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     run(&["-Ft", "-z", "-X", "stream", "-D", tar_gz.to_str().expect("utf-8")]);
     common::exec(&url, "insert into u select generate_series(11, 20)").await;
     // The source now: the same schema as at the backups, 10 more rows in u.
-    let now = pgdrill::physical::archiving::mark(&url, None, pgdrill::pg::fingerprint::Mode::Counts)
+    let now = pgdrill::testkit::physical::archiving::mark(&url, None, pgdrill::testkit::pg::fingerprint::Mode::Counts)
         .await
         .expect("mark")
         .fingerprint;
@@ -530,12 +530,12 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     let p = pitr::run(&folder, options(TargetKind::Immediate, "select count(*) = 10 from u")).await.expect("plain");
     assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("consistency")), "{:?}", p.server.facts);
     assert_eq!(p.backup_check, None, "no manifest, nothing to check with");
-    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let c = pgdrill::testkit::pg::connect(&p.server.url()).await.expect("connect");
     let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
     assert!(!moved, "the tablespace is in the throwaway's folder");
     // The ground truths a recovered copy is judged against: the schema agrees; the rows of
     // the source at a later point do not; a schema with one table more does not either.
-    use pgdrill::physical::pitr::{differences, Truth};
+    use pgdrill::testkit::physical::pitr::{differences, Truth};
     let same = differences(&p.server.url(), &Truth::BackupSchema(now.clone())).await.expect("compare");
     assert!(same.is_empty(), "{same:?}");
     let later = differences(&p.server.url(), &Truth::SourceAtTarget(now.clone())).await.expect("compare");
@@ -556,7 +556,7 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     let folder = BasebackupFolder::new(tmp.path().join("backups"), Some(gz.clone())).expect("folder");
     let p = pitr::run(&folder, options(TargetKind::Latest, "select count(*) = 20 from u")).await.expect("tar");
     assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("WAL not parsed")), "{:?}", p.backup_check);
-    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let c = pgdrill::testkit::pg::connect(&p.server.url()).await.expect("connect");
     let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
     assert!(!moved, "the tablespace is in the throwaway's folder");
     drop(p);
@@ -565,27 +565,27 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
 /// A source whose WAL fetch hangs (a store that stops answering), around a real folder.
 struct Hanging(BasebackupFolder);
 
-impl pgdrill::physical::source::PhysicalSource for Hanging {
-    fn tool(&self) -> pgdrill::physical::source::Tool {
+impl pgdrill::testkit::physical::source::PhysicalSource for Hanging {
+    fn tool(&self) -> pgdrill::testkit::physical::source::Tool {
         self.0.tool()
     }
     fn describe(&self) -> String {
         self.0.describe()
     }
-    fn list(&self) -> Result<Vec<pgdrill::physical::source::BaseBackup>, pgdrill::error::Failure> {
+    fn list(&self) -> Result<Vec<pgdrill::testkit::physical::source::BaseBackup>, pgdrill::testkit::error::Failure> {
         self.0.list()
     }
     fn materialize(
         &self,
-        b: &pgdrill::physical::source::BaseBackup,
-        into: &pgdrill::physical::source::MaterializeInto,
-    ) -> Result<pgdrill::physical::source::Materialized, pgdrill::error::Failure> {
+        b: &pgdrill::testkit::physical::source::BaseBackup,
+        into: &pgdrill::testkit::physical::source::MaterializeInto,
+    ) -> Result<pgdrill::testkit::physical::source::Materialized, pgdrill::testkit::error::Failure> {
         self.0.materialize(b, into)
     }
     fn restore_command(
         &self,
-        _: &pgdrill::physical::source::BaseBackup,
-    ) -> Result<Option<String>, pgdrill::error::Failure> {
+        _: &pgdrill::testkit::physical::source::BaseBackup,
+    ) -> Result<Option<String>, pgdrill::testkit::error::Failure> {
         Ok(Some("sleep 600".into()))
     }
 }
@@ -628,7 +628,7 @@ async fn a_hanging_recovery_times_out_and_an_abandoned_one_leaves_no_server_behi
     o.recover.timeout = Duration::from_secs(3);
     let e = pitr::run(&hanging, o.clone()).await.expect_err("times out");
     assert!(e.message.contains("did not finish within 3s"), "{}", e.message);
-    assert_eq!(e.class, pgdrill::error::Class::Failed);
+    assert_eq!(e.class, pgdrill::testkit::error::Class::Failed);
     assert_eq!(my_server_dirs(), before, "the timed-out server's files are removed");
 
     o.recover.timeout = Duration::from_secs(600);
@@ -687,7 +687,7 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
         "--label",
         "pgdrill.ephemeral=1",
         "--label",
-        &format!("pgdrill.owner={}:{}", pgdrill::util::hostname().unwrap_or_default(), std::process::id()),
+        &format!("pgdrill.owner={}:{}", pgdrill::testkit::util::hostname().unwrap_or_default(), std::process::id()),
         "-e",
         "POSTGRES_PASSWORD=pitr17",
         "-v",

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 use crate::common::{fingerprint_of, junit_cases, scalar, snapshots, status_of, text, tmp_backups, Run};
-use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::Fingerprint;
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::pg::fingerprint::Fingerprint;
 
 const KEY: &str = "restore-test passphrase";
 
@@ -71,7 +71,7 @@ async fn a_restore_terminates_sessions_and_brings_back_exactly_the_backup() {
     let Some((s, backup)) = backed_up(&storage, 100).await else { return };
     let shop = s.url_for("shop");
     // Work done after the backup, and an application session that stays connected.
-    let app = pgdrill::pg::connect(&shop).await.expect("app session");
+    let app = pgdrill::testkit::pg::connect(&shop).await.expect("app session");
     app.batch_execute("insert into customers (name) values ('after the backup')").await.expect("insert");
 
     let junit = dir.path().join("restore.xml");
@@ -113,7 +113,7 @@ async fn a_restore_terminates_sessions_and_brings_back_exactly_the_backup() {
 
     // Into another name: the original stays as it is, nothing is dropped or snapshotted.
     let before = fingerprint_of(&shop).await;
-    let again = pgdrill::pg::connect(&shop).await.expect("reconnect");
+    let again = pgdrill::testkit::pg::connect(&shop).await.expect("reconnect");
     again.batch_execute("insert into customers (name) values ('kept')").await.expect("insert");
     let before_kept = fingerprint_of(&shop).await;
     assert_ne!(before, before_kept);
@@ -224,7 +224,7 @@ async fn sigint_during_the_restore_rolls_back() {
 
     let child = restore_args(&s, &storage, &junit, &["--yes", "--quiet"]).spawn_piped();
     // Wait until pg_restore is writing into the recreated database (under its private name), then interrupt.
-    let admin = pgdrill::pg::connect(&s.url_for("postgres")).await.expect("admin");
+    let admin = pgdrill::testkit::pg::connect(&s.url_for("postgres")).await.expect("admin");
     // A bound on a hang, not a timing: lock, pick, check and snapshot come first, and take
     // longer on a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(180);

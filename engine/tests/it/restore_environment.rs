@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::common::{self, fingerprint_of, scalar, tmp_backups, Run, SmallDisk};
-use pgdrill::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "restore-environment passphrase";
 
@@ -84,7 +84,7 @@ async fn a_missing_pg_restore_was_refused_as_a_failed_check() {
     common::exec(&s.url(), "create table t (n int); insert into t values (1)").await;
     let (dir, storage) = tmp_backups();
     let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
-    let manifest = pgdrill::backup::layout::manifest_path(&backup);
+    let manifest = pgdrill::testkit::backup::layout::manifest_path(&backup);
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
     m["pg_dump_version"] = "pg_dump (PostgreSQL) 99.0".into();
     common::write_rebound_manifest(&backup, m, KEY);

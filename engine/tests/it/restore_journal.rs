@@ -17,8 +17,8 @@ use crate::common;
 use crate::common::{fingerprint_of, snapshots, text, tmp_backups, written, Run};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::Fingerprint;
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::pg::fingerprint::Fingerprint;
 use serde_json::Value;
 
 const KEY: &str = "journal-test passphrase";
@@ -110,14 +110,14 @@ fn phase_of(storage: &Path, database: &str) -> String {
 
 /// One value from the server, or None when the query cannot run yet (database missing).
 async fn value(url: &str, sql: &str) -> Option<String> {
-    let c = pgdrill::pg::connect(url).await.ok()?;
+    let c = pgdrill::testkit::pg::connect(url).await.ok()?;
     c.query_one(&format!("select ({sql})::text"), &[]).await.ok()?.get::<_, Option<String>>(0)
 }
 
 /// A session holding a lock CREATE DATABASE waits for (template0 commented on in an open
 /// transaction), so a restore can be stopped while its CREATE DATABASE waits.
 async fn hold_create_database(postgres: &str) -> tokio_postgres::Client {
-    let holder = pgdrill::pg::connect(postgres).await.expect("holder");
+    let holder = pgdrill::testkit::pg::connect(postgres).await.expect("holder");
     holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
     holder
 }
@@ -215,7 +215,7 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
     let shop = s.url_for("shop");
     match at {
         At::AfterSnapshot => {
-            let app = pgdrill::pg::connect(&shop).await.expect("app session");
+            let app = pgdrill::testkit::pg::connect(&shop).await.expect("app session");
             let pid: i32 = app.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
             kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop backend");
             let mut child = spawn(s, storage);
@@ -242,7 +242,7 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
         At::DuringRestore => {
             // One session kept open for the polling: a new connection per poll could take
             // longer than pg_restore's whole run on a loaded machine, and miss it.
-            let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+            let watch = pgdrill::testkit::pg::connect(&postgres).await.expect("watch session");
             let mut child = spawn(s, storage);
             until_pg_restore_writes(&watch, storage).await;
             sigkill(&mut child);
@@ -250,7 +250,7 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
         At::DuringCompare => {
             // pgdrill is stopped while pg_restore (reading the staged file on its own) ends,
             // so the lock is in place before the compare can start.
-            let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+            let watch = pgdrill::testkit::pg::connect(&postgres).await.expect("watch session");
             let mut child = spawn(s, storage);
             until_pg_restore_writes(&watch, storage).await;
             let me = Pid::from_raw(child.id() as i32);
@@ -262,7 +262,7 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             .await;
             // The restore writes into its private copy: the lock is taken there.
             let copy = s.url_for(&private_name(storage));
-            let holder = pgdrill::pg::connect(&copy).await.expect("holder");
+            let holder = pgdrill::testkit::pg::connect(&copy).await.expect("holder");
             holder.batch_execute("begin; lock table zz_last in access exclusive mode").await.expect("lock");
             kill(me, Signal::SIGCONT).expect("continue pgdrill");
             until("the compare waiting", || async {
@@ -411,7 +411,7 @@ async fn a_second_restore_of_the_same_database_is_refused_naming_the_first() {
     let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(100).await else { return };
     let postgres = s.url_for("postgres");
     // The first restore waits in CREATE DATABASE (after its drop) while the second starts.
-    let holder = pgdrill::pg::connect(&postgres).await.expect("holder");
+    let holder = pgdrill::testkit::pg::connect(&postgres).await.expect("holder");
     holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
     let mut first = spawn(&s, &storage);
     until("the first restore in create", || async {
@@ -447,7 +447,7 @@ async fn a_backend_that_does_not_die_during_terminate_leaves_connections_allowed
     let original = fingerprint_of(&shop_url).await;
 
     // A backend that cannot act on pg_terminate_backend: terminate gives up after its wait.
-    let app = pgdrill::pg::connect(&shop_url).await.expect("app session");
+    let app = pgdrill::testkit::pg::connect(&shop_url).await.expect("app session");
     let pid: i32 = app.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
     kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop backend");
     let (code, all) = restore(&s, &storage, &[]);
@@ -461,7 +461,7 @@ async fn a_backend_that_does_not_die_during_terminate_leaves_connections_allowed
     assert_eq!(phase(&storage), "finished", "nothing was dropped: the journal is closed");
 
     // Interrupted while terminate waits: connections are allowed again too.
-    let app = pgdrill::pg::connect(&shop_url).await.expect("app session");
+    let app = pgdrill::testkit::pg::connect(&shop_url).await.expect("app session");
     let pid: i32 = app.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
     kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop backend");
     let mut child = spawn(&s, &storage);
@@ -520,7 +520,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
     let original = fingerprint_of(&shop_url).await;
     let (pm, argv) = postmaster(&s);
 
-    let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+    let watch = pgdrill::testkit::pg::connect(&postgres).await.expect("watch session");
     let child = args(&s, &storage, &[]).spawn_piped();
     until_pg_restore_writes(&watch, &storage).await;
     // Fast shutdown, as an operator's `pg_ctl stop` or a failover would do.
@@ -579,7 +579,7 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
     };
 
     for recover in ["rollback", "forward"] {
-        let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+        let watch = pgdrill::testkit::pg::connect(&postgres).await.expect("watch session");
         let mut child = spawn_with(&s, &storage, &["target=shop_copy"]);
         until("pg_restore writing into the copy of shop_copy", || async {
             phase_of(&storage, "shop_copy") == "restoring"
@@ -639,7 +639,7 @@ fn journals_in(safety: &Path) -> Vec<(String, String)> {
 }
 
 fn address(s: &Ephemeral) -> String {
-    pgdrill::pg::server_id(&s.url_for("postgres")).expect("server id")
+    pgdrill::testkit::pg::server_id(&s.url_for("postgres")).expect("server id")
 }
 
 /// Regression: the journal was keyed by the database's name alone, so two servers sharing a
@@ -856,7 +856,7 @@ async fn recover_reopen_lets_connections_in_again_after_a_crash_while_blocked() 
 async fn app_writes(url: &str, tries: u32) -> u32 {
     let mut got_in = 0;
     for _ in 0..tries {
-        if let Ok(c) = pgdrill::pg::connect(url).await {
+        if let Ok(c) = pgdrill::testkit::pg::connect(url).await {
             if c.batch_execute("create table if not exists intruder (n int); insert into intruder values (1)")
                 .await
                 .is_ok()
@@ -880,7 +880,7 @@ async fn app_during(
 ) -> (u32, Option<i32>, String) {
     let postgres = s.url_for("postgres");
     let child = args(s, storage, extra).spawn_piped();
-    let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+    let watch = pgdrill::testkit::pg::connect(&postgres).await.expect("watch session");
     until("shop recreated", || async {
         let Some(j) = journal(storage) else { return false };
         // Under its private name: the database with the OID the journal recorded.
@@ -920,7 +920,7 @@ async fn a_reconnecting_application_cannot_write_into_the_recreated_database_unt
     let postgres = s.url_for("postgres");
     common::exec(&postgres, "alter role app_owner password 'app-secret'; alter database shop connection limit 50")
         .await;
-    let app = pgdrill::pg::server_url("app_owner", "app-secret", &s.host, s.port, "shop");
+    let app = pgdrill::testkit::pg::server_url("app_owner", "app-secret", &s.host, s.port, "shop");
     assert_eq!(app_writes(&app, 1).await, 1, "the application cannot write at all");
     common::exec(&s.url_for("shop"), "drop table intruder").await;
     let limit = "select datconnlimit from pg_database where datname = 'shop'";
@@ -994,10 +994,10 @@ async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
         *a = Some(postgres.clone());
     }
     common::exec(&postgres, "alter role app_owner password 'app-secret'").await;
-    let owner = pgdrill::pg::server_url("app_owner", "app-secret", &s.host, s.port, "shop");
+    let owner = pgdrill::testkit::pg::server_url("app_owner", "app-secret", &s.host, s.port, "shop");
     let superuser = s.url_for("shop");
     let original = fingerprint_of(&superuser).await;
-    let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+    let watch = pgdrill::testkit::pg::connect(&postgres).await.expect("watch session");
 
     for recover in ["rollback", "forward"] {
         let mut child = spawn(&s, &storage);
@@ -1015,11 +1015,11 @@ async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
         let by_name = app_writes(&owner, 3).await + app_writes(&superuser, 3).await;
         assert_eq!(by_name, 0, "{recover}: an application reached the half-restored database by its name");
         // By its private name, as the owner: held off by the connection limit.
-        let copy_as_owner = pgdrill::pg::server_url("app_owner", "app-secret", &s.host, s.port, &private);
+        let copy_as_owner = pgdrill::testkit::pg::server_url("app_owner", "app-secret", &s.host, s.port, &private);
         assert_eq!(app_writes(&copy_as_owner, 3).await, 0, "{recover}: the owner wrote into the private copy");
         // A superuser's idle session on the copy whose backend does not act on a terminate:
         // the rename waits for it.
-        let stuck = pgdrill::pg::connect(&s.url_for(&private)).await.expect("session on the copy");
+        let stuck = pgdrill::testkit::pg::connect(&s.url_for(&private)).await.expect("session on the copy");
         let backend: i32 = stuck.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
         kill(Pid::from_raw(backend), Signal::SIGSTOP).expect("stop backend");
         kill(me, Signal::SIGCONT).expect("continue pgdrill");

@@ -306,8 +306,8 @@ async fn roles_a_killed_restore_had_created_stayed_with_no_record() {
     let (marker, pidfile) = (dir.path().join("stopping"), dir.path().join("stop.pid"));
     let stop = format!(
         "echo $$ > {}; touch {}; exec sleep 60",
-        pgdrill::util::shell_quote(&pidfile.display().to_string()),
-        pgdrill::util::shell_quote(&marker.display().to_string())
+        pgdrill::testkit::util::shell_quote(&pidfile.display().to_string()),
+        pgdrill::testkit::util::shell_quote(&marker.display().to_string())
     );
     let mut child =
         restore(&admin, storage, &dir.path().join("killed"), &["create_roles=true", &format!("stop_command={stop}")])

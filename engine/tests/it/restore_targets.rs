@@ -10,8 +10,8 @@ use std::process::Output;
 
 use crate::common;
 use crate::common::{fingerprint_of, scalar, text, tmp_backups, Run};
-use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::Fingerprint;
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::pg::fingerprint::Fingerprint;
 
 const KEY: &str = "restore-targets passphrase";
 
@@ -121,7 +121,7 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
             "{name}: recreated with its owner"
         );
         // The safety snapshot is of this database: it holds what was there before.
-        let safety = storage.join(".safety").join(pgdrill::backup::layout::folder_name(&name));
+        let safety = storage.join(".safety").join(pgdrill::testkit::backup::layout::folder_name(&name));
         let snaps = common::files_ending(&safety, ".pgdrill");
         let newest = snaps.last().expect("a snapshot");
         assert_eq!(manifest_fingerprint(newest), before, "{name}: the snapshot is of another database");
@@ -140,7 +140,8 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
         .output()
         .expect("backup");
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    let dumped = common::files_ending(&backups.join(pgdrill::backup::layout::folder_name(&name)), ".dump.pgdrill");
+    let dumped =
+        common::files_ending(&backups.join(pgdrill::testkit::backup::layout::folder_name(&name)), ".dump.pgdrill");
     assert_eq!(dumped.len(), 1, "{dumped:?}");
     assert_eq!(manifest_fingerprint(&dumped[0]), now);
     assert_eq!(fingerprint_of(&victim_server.url_for("victim")).await, victim_before);
@@ -168,7 +169,7 @@ async fn an_owner_without_createdb_is_refused_in_preflight_and_nothing_changes()
     common::exec(&admin, "create role ops login createdb password 'ops-pass'").await;
     common::exec(&admin, "create role bob").await;
     common::exec(&admin, "create database shop owner app_owner").await;
-    let as_owner = |db: &str| pgdrill::pg::server_url("app_owner", "app-pass", &s.host, s.port, db);
+    let as_owner = |db: &str| pgdrill::testkit::pg::server_url("app_owner", "app-pass", &s.host, s.port, db);
     common::exec(
         &as_owner("shop"),
         "create table customers (id serial primary key, name text not null);
@@ -202,7 +203,7 @@ async fn an_owner_without_createdb_is_refused_in_preflight_and_nothing_changes()
     assert_eq!(scalar(&s.url_for("shop"), "select datallowconn from pg_database where datname = 'shop'").await, "true");
 
     refused(
-        pgdrill::pg::server_url("ops", "ops-pass", &s.host, s.port, "postgres"),
+        pgdrill::testkit::pg::server_url("ops", "ops-pass", &s.host, s.port, "postgres"),
         vec!["role ops does not own database `shop` (its owner is app_owner)", "grant app_owner to ops"],
     );
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, before);
@@ -223,9 +224,9 @@ async fn an_owner_without_createdb_is_refused_in_preflight_and_nothing_changes()
     assert_eq!(safety_snapshots(&storage), 1);
 }
 
-async fn settings_of(url: &str, db: &str) -> pgdrill::pg::dbsettings::DatabaseSettings {
-    let c = pgdrill::pg::connect(url).await.expect("connect");
-    pgdrill::pg::dbsettings::capture(&c, db).await.expect("capture").expect("the database exists")
+async fn settings_of(url: &str, db: &str) -> pgdrill::testkit::pg::dbsettings::DatabaseSettings {
+    let c = pgdrill::testkit::pg::connect(url).await.expect("connect");
+    pgdrill::testkit::pg::dbsettings::capture(&c, db).await.expect("capture").expect("the database exists")
 }
 
 /// Regression: drop and recreate lost what a database carries outside its contents
@@ -269,7 +270,7 @@ async fn database_settings_and_grants_are_kept_by_a_restore_and_by_a_rollback() 
     // The role-specific setting works as the application sees it.
     let owner_url = {
         common::exec(&admin, "alter role app_owner password 'app-pass'").await;
-        pgdrill::pg::server_url("app_owner", "app-pass", &s.host, s.port, "shop")
+        pgdrill::testkit::pg::server_url("app_owner", "app-pass", &s.host, s.port, "shop")
     };
     assert_eq!(scalar(&owner_url, "current_setting('statement_timeout')").await, "5s");
 

@@ -29,7 +29,7 @@ fn prune_is_a_dry_run_until_applied_and_keeps_newest_and_verified() {
         let day =
             time::Date::from_calendar_date(2026, time::Month::October, 1).expect("date") + time::Duration::days(d);
         let made = day.with_hms(2, 0, 0).expect("02:00").assume_utc();
-        let (stamp, at) = (pgdrill::util::compact_utc(made, true), pgdrill::util::rfc3339(made));
+        let (stamp, at) = (pgdrill::testkit::util::compact_utc(made, true), pgdrill::testkit::util::rfc3339(made));
         fake_backup(&dir, &stamp, &at);
         names.push(format!("{stamp}.dump.pgdrill"));
     }

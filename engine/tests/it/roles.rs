@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::common;
 use crate::common::{made_dir, require, root, text, Run};
-use pgdrill::archive::{Codec, KeySource};
-use pgdrill::backup::{self, Format, Manifest};
-use pgdrill::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::archive::{Codec, KeySource};
+use pgdrill::testkit::backup::{self, Format, Manifest};
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "roles-test passphrase";
 const APP_PASSWORD: &str = "app secret 'quoted'";
@@ -42,7 +42,7 @@ fn backup_run(url: &str, storage: &Path) -> PathBuf {
         storage,
         KEY,
         "erp",
-        &[(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")],
+        &[(pgdrill::testkit::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")],
     )
 }
 
@@ -99,16 +99,18 @@ async fn a_backup_keeps_the_roles_grants_and_settings_its_database_depends_on() 
     assert!(lines("memberships").iter().any(|l| l == "\"erp reader\" in erp_readonly admin=f"));
 
     // Encrypted: the verifiers are kept, sealed; nothing of them is readable in the manifest.
-    let text_of = |p: &Path| std::fs::read_to_string(pgdrill::backup::layout::manifest_path(p)).expect("manifest");
+    let text_of =
+        |p: &Path| std::fs::read_to_string(pgdrill::testkit::backup::layout::manifest_path(p)).expect("manifest");
     let sealed = g.verifiers.as_deref().expect("sealed verifiers in an encrypted backup");
     assert!(!text_of(&path).contains("SCRAM-SHA-256"), "a verifier in the clear");
     let k = KeySource::from_secret(KEY).derive_for(m.kdf.as_ref().expect("kdf")).expect("key");
     let open: std::collections::BTreeMap<String, String> =
-        serde_json::from_slice(&k.unseal(pgdrill::pg::globals::VERIFIERS, sealed).expect("unseal")).expect("json");
+        serde_json::from_slice(&k.unseal(pgdrill::testkit::pg::globals::VERIFIERS, sealed).expect("unseal"))
+            .expect("json");
     assert!(open.get("erp_app").is_some_and(|v| v.starts_with("SCRAM-SHA-256$")), "{open:?}");
     let mut tampered = sealed.to_string();
     tampered.replace_range(30..32, if &sealed[30..32] == "00" { "01" } else { "00" });
-    assert!(k.unseal(pgdrill::pg::globals::VERIFIERS, &tampered).is_err(), "a changed seal must not open");
+    assert!(k.unseal(pgdrill::testkit::pg::globals::VERIFIERS, &tampered).is_err(), "a changed seal must not open");
 
     // Unencrypted: roles kept, verifiers left out, with the warning.
     let pg = plain.globals.as_ref().expect("globals in an unencrypted backup too");
@@ -131,7 +133,7 @@ fn verify_roles(path: &Path, scratch: &Ephemeral, db: &str, mutate: &str) -> (Op
         .var("mutate", mutate)
         .command()
         .env("PGDRILL_BACKUP_KEY", KEY)
-        .env(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")
+        .env(pgdrill::testkit::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")
         .output()
         .expect("verify-roles runs");
     (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
@@ -142,9 +144,10 @@ async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
     let dir = tempfile::tempdir().expect("tmp");
     let path = backup_run(&src.url(), dir.path());
     // PostgreSQL 16 made inherit and set options of each membership: kept where they exist.
-    let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&path)).expect("manifest"))
-            .expect("json");
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(pgdrill::testkit::backup::layout::manifest_path(&path)).expect("manifest"),
+    )
+    .expect("json");
     let m = manifest.globals.expect("globals").memberships;
     let reader = m.iter().find(|m| m.member == "erp reader" && m.role == "erp_readonly").expect("membership");
     if src.major >= 16 {
@@ -153,14 +156,14 @@ async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
         assert_eq!((reader.inherit, reader.set), (None, None), "{m:?}");
     }
     src.stop().await;
-    let admin = pgdrill::pg::connect(&scratch.url_for("postgres")).await.expect("connect");
+    let admin = pgdrill::testkit::pg::connect(&scratch.url_for("postgres")).await.expect("connect");
     let fresh = |db: &str| format!("create database {db}");
 
     admin.batch_execute(&fresh("unchanged")).await.expect("create");
     let (code, all) = verify_roles(&path, &scratch, "unchanged", "");
     assert_eq!(code, Some(0), "a faithful restore with its roles: {all}");
     // The application's role came back with its password, settings and grants.
-    let app = pgdrill::pg::server_url("erp_app", APP_PASSWORD, &scratch.host, scratch.port, "unchanged");
+    let app = pgdrill::testkit::pg::server_url("erp_app", APP_PASSWORD, &scratch.host, scratch.port, "unchanged");
     assert_eq!(common::scalar(&app, "select count(*) > 0 from erp.orders").await, "true");
     assert_eq!(common::scalar(&app, "current_setting('statement_timeout')").await, "30s");
     assert_eq!(common::scalar(&app, "current_setting('work_mem')").await, "8MB");

@@ -220,7 +220,7 @@ async fn pg_dump_dies_with_a_killed_pgdrill() {
     let Some(src) = common::native_server("locked").await else { return };
     let storage = tempfile::tempdir().expect("storage");
     common::exec(&src.url(), "create table t (id int); insert into t values (1);").await;
-    let holder = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    let holder = pgdrill::testkit::pg::connect(&src.url()).await.expect("connect");
     holder.batch_execute("begin; lock table t in access exclusive mode;").await.expect("lock");
     let mut run =
         spawn_quiet(Run::new("backup").var("database_url", src.url()).var("storage", storage.path().display()));
@@ -230,7 +230,7 @@ async fn pg_dump_dies_with_a_killed_pgdrill() {
     // it fails on its own because the snapshot's exporter is gone, and proves nothing.
     // A separate connection: inside the holder's transaction, pg_stat_activity is a frozen
     // snapshot.
-    let watcher = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    let watcher = pgdrill::testkit::pg::connect(&src.url()).await.expect("connect");
     let mut blocked = false;
     let started = Instant::now();
     while dump.is_some() && !blocked && started.elapsed() < Duration::from_secs(120) {

@@ -119,7 +119,7 @@ fn packing(public: &Path, evidence: impl AsRef<std::ffi::OsStr>, out: &Path) -> 
 /// `backups/`, their log `evidence/`, in a new folder with the key pair `signing.pem`.
 struct ThreeBackups {
     /// Kept for as long as the test runs.
-    _server: pgdrill::pg::ephemeral::Ephemeral,
+    _server: pgdrill::testkit::pg::ephemeral::Ephemeral,
     t: tempfile::TempDir,
     storage: PathBuf,
     evidence: PathBuf,
@@ -177,7 +177,7 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
         .expect(0);
     // 3: a verify that fails (the archive damaged since), the key in a variable.
     let file = common::backup_in(&storage.join("shop"));
-    let manifest = common::read_json(&pgdrill::backup::layout::manifest_path(&file));
+    let manifest = common::read_json(&pgdrill::testkit::backup::layout::manifest_path(&file));
     let mut damaged = std::fs::read(&file).expect("backup");
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0xff;
@@ -207,7 +207,7 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
         manifest["sha256"]
     );
     let runbook = std::fs::read(common::root().join("runbooks/backup.yaml")).expect("runbook");
-    let runbook_sha = pgdrill::evidence::keys::sha256_hex(&runbook);
+    let runbook_sha = pgdrill::testkit::evidence::keys::sha256_hex(&runbook);
     assert_eq!(b["predicate"]["runbook"]["sha256"], runbook_sha.as_str());
     assert!(subject.iter().any(|s| s["name"] == "runbook:backup" && s["digest"]["sha256"] == runbook_sha.as_str()));
 
@@ -380,10 +380,10 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     }
 
     // Re-signed with another key.
-    let other = pgdrill::evidence::keys::SigningKey::generate().expect("key");
-    let env: pgdrill::evidence::dsse::Envelope = serde_json::from_slice(&bytes).expect("envelope");
+    let other = pgdrill::testkit::evidence::keys::SigningKey::generate().expect("key");
+    let env: pgdrill::testkit::evidence::dsse::Envelope = serde_json::from_slice(&bytes).expect("envelope");
     let payload = env.payload_bytes().expect("payload");
-    let resigned = pgdrill::evidence::dsse::Envelope::sign(&env.payload_type, &payload, &other).expect("sign");
+    let resigned = pgdrill::testkit::evidence::dsse::Envelope::sign(&env.payload_type, &payload, &other).expect("sign");
     let d = copy_of(&evidence, &t.path().join("resigned"));
     std::fs::write(record(&d, 2), resigned.to_bytes()).expect("write");
     let r = verify(&d, &public);
@@ -1097,7 +1097,7 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
     let here = std::fs::canonicalize(&evidence).expect("canonical").display().to_string();
     assert_eq!(anchors[2]["sequence"], serde_json::json!(2), "{anchors:?}");
     assert_eq!(anchors[2]["location"].as_str(), Some(here.as_str()), "{anchors:?}");
-    let two = pgdrill::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 2)).expect("record 2"));
+    let two = pgdrill::testkit::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 2)).expect("record 2"));
     assert_eq!(anchors[2]["record_sha256"].as_str(), Some(two.as_str()), "{anchors:?}");
 
     // A fourth run with its report elsewhere: its run.json anchors the head it appended.
@@ -1417,7 +1417,7 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
 /// MAC, and `evidence verify` reads it as it reads a dump's manifest.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_of_base_backup_runs_cut_at_its_end_was_unseen_and_now_is_named_against_a_base_manifest() {
-    use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
+    use pgdrill::testkit::physical::archiving::{ArchivingOptions, ArchivingServer};
     let t = tempfile::tempdir().expect("tmp");
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -1475,7 +1475,7 @@ fn a_cut_newest_record_was_unseen_and_now_is_named_against_the_head_its_run_publ
     let evidence = t.path().join("evidence");
     let signed = || Run::new(&runbook).signed(&key, &evidence);
     let older = three_runs_keeping_checkpoint(2, || signed().expect(0), &evidence);
-    let three = pgdrill::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 3)).expect("record 3"));
+    let three = pgdrill::testkit::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 3)).expect("record 3"));
     let names = heads(&evidence);
     assert_eq!(names.len(), 3, "{names:?}");
     assert_eq!(names[2], format!("00000003-{three}.dsse.json"), "{names:?}");

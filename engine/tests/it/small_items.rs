@@ -29,15 +29,15 @@ fn decrypt_into_a_pipe_closed_early_ends_quietly() {
     let key = "decrypt-pipe test passphrase";
     // Several MiB of plain text, far more than a pipe holds once `head` has gone.
     let plain: Vec<u8> = (0..400_000).flat_map(|i| format!("line {i} of the dump\n").into_bytes()).collect();
-    let opts = pgdrill::archive::WriteOptions {
-        codec: pgdrill::archive::Codec::Gzip,
+    let opts = pgdrill::testkit::archive::WriteOptions {
+        codec: pgdrill::testkit::archive::Codec::Gzip,
         level: 1,
         threads: 1,
-        key: Some(pgdrill::archive::KeySource::from_secret(key).derive_new().expect("key")),
+        key: Some(pgdrill::testkit::archive::KeySource::from_secret(key).derive_new().expect("key")),
     };
     let file = dir.path().join("x.dump.pgdrill");
     let out = std::fs::File::create(&file).expect("create");
-    pgdrill::archive::write(plain.as_slice(), out, &opts).expect("write");
+    pgdrill::testkit::archive::write(plain.as_slice(), out, &opts).expect("write");
     let err = dir.path().join("stderr");
     let status = Command::new("bash")
         .arg("-c")

@@ -3,7 +3,7 @@
 
 use crate::common;
 use crate::common::{run, text, written, Run};
-use pgdrill::pg::native::{NativeOptions, NativeServer};
+use pgdrill::testkit::pg::native::{NativeOptions, NativeServer};
 
 async fn server() -> Option<NativeServer> {
     match NativeServer::start(NativeOptions::default()).await {
@@ -136,7 +136,7 @@ async fn sql_assert_compares_numbers_exactly_and_judges_every_row() {
 /// `numeric` and by `Expect`, for every operator.
 #[tokio::test(flavor = "multi_thread")]
 async fn number_comparisons_agree_with_postgresql() {
-    use pgdrill::steps::sql::Expect;
+    use pgdrill::testkit::steps::sql::Expect;
     let Some(pg) = server().await else { return };
     let numbers = [
         "0",
@@ -166,7 +166,7 @@ async fn number_comparisons_agree_with_postgresql() {
         "select x.t, y.t, x.t::numeric = y.t::numeric, x.t::numeric < y.t::numeric, x.t::numeric > y.t::numeric \
          from (values {values}) x(t), (values {values}) y(t)"
     );
-    let client = pgdrill::pg::connect(&pg.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&pg.url()).await.expect("connect");
     let rows = client.query(&sql, &[]).await.expect("query");
     assert_eq!(rows.len(), numbers.len() * numbers.len());
     let mut disagree = Vec::new();

@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use pgdrill::storage::local::FsStore;
-use pgdrill::storage::{Meta, Published, Store, Unproven, Writer};
+use pgdrill::testkit::storage::local::FsStore;
+use pgdrill::testkit::storage::{Meta, Published, Store, Unproven, Writer};
 
 use crate::common::*;
 
@@ -132,9 +132,15 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
     let url = srv.url();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
     let store = Arc::new(Recorded { inner: FsStore::new(&root), calls: calls.clone(), differs: false });
-    let mut opts = create_options(&url, &root, pgdrill::backup::Format::Custom, pgdrill::archive::Codec::Zstd, None);
+    let mut opts = create_options(
+        &url,
+        &root,
+        pgdrill::testkit::backup::Format::Custom,
+        pgdrill::testkit::archive::Codec::Zstd,
+        None,
+    );
     opts.storage = store.clone();
-    let created = pgdrill::backup::create(opts.clone(), &|_: String| {}).await.expect("backup");
+    let created = pgdrill::testkit::backup::create(opts.clone(), &|_: String| {}).await.expect("backup");
 
     let calls_made = calls.lock().expect("calls").clone();
     let key = calls_made
@@ -148,7 +154,7 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
     assert_eq!(created.path, archive, "the backup is named by the store's name for it");
     assert_eq!(created.manifest.sizes.stored, bytes.len() as u64);
     use sha2::Digest;
-    assert_eq!(created.manifest.sha256, pgdrill::archive::hex(&sha2::Sha256::digest(&bytes)));
+    assert_eq!(created.manifest.sha256, pgdrill::testkit::archive::hex(&sha2::Sha256::digest(&bytes)));
     let n = bytes.len();
     assert_eq!(
         calls_made,
@@ -164,7 +170,7 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
         serde_json::from_slice(&std::fs::read(root.join(format!("{key}.manifest.json"))).expect("manifest"))
             .expect("json");
     assert_eq!(manifest["sha256"], created.manifest.sha256.as_str());
-    let listed = pgdrill::backup::layout::LocalStore::new(&root).list(Some("shop")).expect("list");
+    let listed = pgdrill::testkit::backup::layout::LocalStore::new(&root).list(Some("shop")).expect("list");
     assert_eq!(listed.iter().map(|e| e.path.clone()).collect::<Vec<_>>(), [archive]);
 
     // A store that cannot prove what it holds: the object goes, and no manifest is written.
@@ -172,8 +178,8 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
     let liar = Arc::new(Recorded { inner: FsStore::new(&root), calls: calls.clone(), differs: true });
     let mut opts = opts;
     opts.storage = liar;
-    let e = pgdrill::backup::create(opts, &|_: String| {}).await.map(|_| ()).expect_err("refused");
-    assert_eq!(e.class, pgdrill::error::Class::Environment, "{e}");
+    let e = pgdrill::testkit::backup::create(opts, &|_: String| {}).await.map(|_| ()).expect_err("refused");
+    assert_eq!(e.class, pgdrill::testkit::error::Class::Environment, "{e}");
     assert!(e.to_string().contains("is not what was written: the object was removed"), "{e}");
     let calls_made = calls.lock().expect("calls").clone();
     let second = calls_made.iter().find_map(|c| c.strip_prefix("create ")).expect("created").to_string();
@@ -181,7 +187,7 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
     assert_eq!(calls_made.last(), Some(&format!("delete {second}")), "{calls_made:?}");
     assert!(!calls_made.iter().any(|c| c.starts_with("put_new")), "no manifest: {calls_made:?}");
     assert!(!root.join(&second).exists() && !root.join(format!("{second}.manifest.json")).exists());
-    let listed = pgdrill::backup::layout::LocalStore::new(&root).list(Some("shop")).expect("list");
+    let listed = pgdrill::testkit::backup::layout::LocalStore::new(&root).list(Some("shop")).expect("list");
     assert_eq!(listed.len(), 1, "the first backup alone: {listed:?}");
     srv.stop().await;
 }

@@ -27,7 +27,7 @@ fn have(tool: &str, arg: &str) -> bool {
 /// `bash -c SCRIPT` with the source server in the libpq environment, the passphrase in
 /// `BACKUP_PASS`, `F` the backup and a private `GNUPGHOME`, as the teams' runbooks run them;
 /// it must succeed.
-fn team(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, file: &Path, gnupghome: &Path) -> String {
+fn team(src: &pgdrill::testkit::pg::ephemeral::Ephemeral, script: &str, file: &Path, gnupghome: &Path) -> String {
     let out = libpq_bash(src, "postgres")
         .args(["-c", &format!("set -euo pipefail; {script}")])
         .env("BACKUP_PASS", PASS)

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use crate::common;
 use crate::common::{made_dir, text, tmp_backups, written, Run, KEY_ENV};
-use pgdrill::pg::ephemeral::Ephemeral;
+use pgdrill::testkit::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "verify-test passphrase";
 
@@ -26,7 +26,7 @@ struct Shop {
 async fn backed_up() -> Option<Shop> {
     let (dir, storage) = tmp_backups();
     let s = common::native_server("shop").await?;
-    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&s.url()).await.expect("connect");
     client
         .batch_execute(
             "create role app_owner;
@@ -114,14 +114,14 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
 /// hashed the same way, and a difference in one is still caught.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differences_are_caught() {
-    use pgdrill::pg::fingerprint::{compute_tables, Content, Mode};
+    use pgdrill::testkit::pg::fingerprint::{compute_tables, Content, Mode};
     let Some(Shop { dir, storage, src, path }) = backed_up().await else { return };
-    let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    let c = pgdrill::testkit::pg::connect(&src.url()).await.expect("connect");
     c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
     let first = compute_tables(&c, Mode::Full, Content::RowText).await.expect("row-text hashes");
     c.batch_execute("commit").await.expect("commit");
 
-    let manifest_path = pgdrill::backup::layout::manifest_path(&path);
+    let manifest_path = pgdrill::testkit::backup::layout::manifest_path(&path);
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("manifest")).expect("json");
     assert!(m["fingerprint"]["tables"]["public.orders"]["field_hash"].is_string(), "a new backup hashes fields");
@@ -143,7 +143,7 @@ async fn differences_fail_naming_the_table() {
     let Some(Shop { dir, storage, src: _src, path }) = backed_up().await else { return };
 
     // A manifest whose hash for one table was edited.
-    let manifest_path = pgdrill::backup::layout::manifest_path(&path);
+    let manifest_path = pgdrill::testkit::backup::layout::manifest_path(&path);
     let original = std::fs::read_to_string(&manifest_path).expect("manifest");
     let mut m: serde_json::Value = serde_json::from_str(&original).expect("json");
     m["fingerprint"]["tables"]["public.customers"]["field_hash"] = serde_json::json!("12345");
@@ -351,7 +351,7 @@ async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_pas
 async fn an_index_that_cannot_be_built_fails_the_restore_and_in_sections_fails_post_data() {
     let (dir, storage) = tmp_backups();
     let Some(s) = common::native_server("shop").await else { return };
-    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&s.url()).await.expect("connect");
     // An expression index whose function refuses to run for pg_restore: it builds here, and
     // fails when a restore builds it.
     client
@@ -416,7 +416,7 @@ steps:
     assert_eq!(run.step("data").outputs["sections"], serde_json::json!(["pre-data", "data"]), "{all}");
     assert_eq!(run.step("post").outcome, "failed", "{all}");
     assert!(run.step("post").message.as_deref().unwrap_or_default().contains("picky refuses pg_restore"), "{all}");
-    let parts = pgdrill::pg::connect(&into).await.expect("connect parts");
+    let parts = pgdrill::testkit::pg::connect(&into).await.expect("connect parts");
     let rows: i64 = parts.query_one("select count(*) from items", &[]).await.expect("count").get(0);
     assert_eq!(rows, 1000, "the data section was restored");
 
@@ -439,7 +439,7 @@ steps:
 async fn amcheck_names_an_index_missing_heap_tuples_and_only_that_one() {
     let dir = tempfile::tempdir().expect("tmp");
     let Some(s) = common::native_server("idx").await else { return };
-    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    let client = pgdrill::testkit::pg::connect(&s.url()).await.expect("connect");
     client
         .batch_execute(
             "create table t (x int);
@@ -511,7 +511,7 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
     common::exec(&url, "create table words(w text primary key); insert into words values ('a'), ('B'), ('ä'), ('z')")
         .await;
     let path = common::backup_to(&url, &storage, KEY, "icu_app");
-    let m = pgdrill::backup::Manifest::read(&path).expect("manifest");
+    let m = pgdrill::testkit::backup::Manifest::read(&path).expect("manifest");
     let p = m.database_properties.expect("the manifest records the database's properties");
     assert_eq!(
         (p.encoding.as_str(), p.locale.provider.as_str(), p.locale.name.as_str()),
@@ -545,7 +545,7 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
         .expect("backup");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let backup = common::backup_in(&plain.join("icu_app"));
-    let mp = pgdrill::backup::layout::manifest_path(&backup);
+    let mp = pgdrill::testkit::backup::layout::manifest_path(&backup);
     let edited = std::fs::read_to_string(&mp)
         .expect("manifest")
         .replace("\"sv-SE\"", "\"xx-nowhere@colStrength=bogus\"")

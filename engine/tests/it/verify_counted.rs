@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use pgdrill::archive::{Codec, KeySource};
-use pgdrill::backup::{self, Format};
+use pgdrill::testkit::archive::{Codec, KeySource};
+use pgdrill::testkit::backup::{self, Format};
 
 use crate::common::*;
 

@@ -143,7 +143,8 @@ impl Drop for Cluster {
 }
 
 fn pg15() -> Option<PathBuf> {
-    let found = pgdrill::pg::native::find_bin_dir(None, Some(15)).ok().filter(|b| b.join("pg_basebackup").exists());
+    let found =
+        pgdrill::testkit::pg::native::find_bin_dir(None, Some(15)).ok().filter(|b| b.join("pg_basebackup").exists());
     require(found.is_some(), "PostgreSQL 15 server binaries and pg_basebackup").then(|| found.expect("checked"))
 }
 
@@ -179,12 +180,12 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn first_segment(start: pgdrill::wal::Lsn) -> String {
+fn first_segment(start: pgdrill::testkit::wal::Lsn) -> String {
     segment_name(1, start.segno(SEG))
 }
 
 fn segment_name(tli: u32, segno: u64) -> String {
-    pgdrill::wal::segment_name(tli, segno, SEG)
+    pgdrill::testkit::wal::segment_name(tli, segno, SEG)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,17 +237,17 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     pg.psql("create table after_two as select 2 as x");
     pg.switch_and_wait_archived();
 
-    let s: std::sync::Arc<dyn pgdrill::storage::Store> =
-        std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&store));
-    let bases = pgdrill::backup::base::list(s.as_ref(), None).await.expect("list");
+    let s: std::sync::Arc<dyn pgdrill::testkit::storage::Store> =
+        std::sync::Arc::new(pgdrill::testkit::storage::local::FsStore::new(&store));
+    let bases = pgdrill::testkit::backup::base::list(s.as_ref(), None).await.expect("list");
     assert_eq!(bases.len(), 1, "{bases:?}");
     let base = &bases[0];
     let m = &base.manifest;
     assert_eq!((m.server_major, m.timeline, m.wal_method.as_str(), m.cipher.as_str()), (15, 1, "fetch", "aes-256-gcm"));
     let system = m.system().expect("system identifier");
     assert_eq!(system.to_string(), pg.psql("select system_identifier from pg_control_system()"));
-    let start = pgdrill::wal::Lsn::parse(&m.start_lsn).expect("start");
-    let stop = pgdrill::wal::Lsn::parse(&m.stop_lsn).expect("stop");
+    let start = pgdrill::testkit::wal::Lsn::parse(&m.start_lsn).expect("start");
+    let stop = pgdrill::testkit::wal::Lsn::parse(&m.stop_lsn).expect("stop");
     assert!(start < stop && m.authentication.is_some(), "{m:?}");
     assert_eq!((m.tablespaces.len(), m.layout.as_deref()), (1, Some("tars")), "{m:?}");
 
@@ -268,7 +269,9 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     );
     assert!(listed.stdout.contains(&format!("system {system}")), "{}", listed.stdout);
     assert!(
-        listed.stdout.contains(&format!("recoverable window, timeline 1: {}", pgdrill::util::rfc3339(m.finished_at))),
+        listed
+            .stdout
+            .contains(&format!("recoverable window, timeline 1: {}", pgdrill::testkit::util::rfc3339(m.finished_at))),
         "{}",
         listed.stdout
     );
@@ -371,8 +374,8 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     // Put back into an empty directory: every byte authenticated, pg_verifybackup agrees.
     let data = root.path().join("restored");
     let spaces = root.path().join("spaces");
-    let key = pgdrill::archive::KeySource::from_secret(KEY);
-    let got = pgdrill::backup::base::materialize(s.clone(), &base.key, Some(&key), &data, Some(&spaces))
+    let key = pgdrill::testkit::archive::KeySource::from_secret(KEY);
+    let got = pgdrill::testkit::backup::base::materialize(s.clone(), &base.key, Some(&key), &data, Some(&spaces))
         .await
         .expect("materialize");
     assert!(got.verified.as_ref().is_ok_and(|v| v.contains("verified every file")), "{:?}", got.verified);
@@ -384,33 +387,34 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
         moved > 0
             && !std::fs::read_to_string(data.join("tablespace_map")).expect("map").contains(&ts.display().to_string())
     );
-    let taken = pgdrill::backup::base::materialize(s.clone(), &base.key, Some(&key), &data, Some(&spaces))
+    let taken = pgdrill::testkit::backup::base::materialize(s.clone(), &base.key, Some(&key), &data, Some(&spaces))
         .await
         .expect_err("not empty");
     assert!(taken.message.contains("not empty"), "{}", taken.message);
 
     // The same backup and archive as a PhysicalSource: recovered to the archive's end in a
     // throwaway server through `wal fetch`, with the rows written after the backup back.
-    let source = pgdrill::physical::own::OwnSource::new(
+    let source = pgdrill::testkit::physical::own::OwnSource::new(
         &store.display().to_string(),
         root.path(),
         KEY,
         None,
-        &pgdrill::storage::Opened::default(),
+        &pgdrill::testkit::storage::Opened::default(),
     )
     .expect("source")
     .with_exe(bin());
-    let opts = pgdrill::physical::pitr::PitrOptions {
+    let opts = pgdrill::testkit::physical::pitr::PitrOptions {
         backup: None,
         listed: None,
-        recover: pgdrill::physical::recover::RecoverOptions {
-            target: pgdrill::physical::recover::Target::latest(),
+        recover: pgdrill::testkit::physical::recover::RecoverOptions {
+            target: pgdrill::testkit::physical::recover::Target::latest(),
             marker: Some("select (select count(*) from after_two) = 1 and (select count(*) from in_ts) = 1000".into()),
             ..Default::default()
         },
     };
-    let p =
-        pgdrill::physical::pitr::run(&source, opts).await.expect("recovered to the archive's end through wal fetch");
+    let p = pgdrill::testkit::physical::pitr::run(&source, opts)
+        .await
+        .expect("recovered to the archive's end through wal fetch");
     assert_eq!(p.server.facts.marker, Some(true), "{:?}", p.server.facts);
     assert!(p.server.facts.segments_restored >= 2, "{:?}", p.server.facts);
     assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("manifest authenticated")), "{:?}", p.backup_check);
@@ -426,7 +430,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     assert_eq!(fetched.len() as u64, SEG);
 
     // Pushed again with the same bytes: success; with other bytes: refused, nothing replaced.
-    let object = store.join(pgdrill::wal::wal_key(system, &first));
+    let object = store.join(pgdrill::testkit::wal::wal_key(system, &first));
     let stored = std::fs::read(&object).expect("object");
     let again = written(data.join("pg_wal").join(&first), &fetched);
     let same = wal(&data, &["push", "--config", conf_s, &format!("pg_wal/{first}")]);
@@ -452,7 +456,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     let last = stop.segno(SEG) + 1;
     let zero = segment_name(1, start.segno(SEG));
     let short = segment_name(1, last + 1);
-    let dkey = |n: &str| damaged.join(pgdrill::wal::wal_key(system, n));
+    let dkey = |n: &str| damaged.join(pgdrill::testkit::wal::wal_key(system, n));
     std::fs::write(dkey(&zero), b"").expect("0-byte");
     let whole = std::fs::read(dkey(&short)).expect("a second segment after the backup's end is archived");
     std::fs::write(dkey(&short), &whole[..whole.len() / 2]).expect("short");
@@ -501,7 +505,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     let mut seg = fetched.clone();
     seg[8..16].copy_from_slice(&(0xF0 * SEG).to_ne_bytes());
     std::fs::write(data.join("pg_wal").join(&name), &seg).expect("write");
-    let wal_dir = killed.join(pgdrill::wal::wal_prefix(system));
+    let wal_dir = killed.join(pgdrill::testkit::wal::wal_prefix(system));
     let mut push = Run::cli(["wal", "push", "--config", kconf_s, &format!("pg_wal/{name}")])
         .current_dir(&data)
         .command()
@@ -590,7 +594,7 @@ fn an_object_store_archive_restores_what_was_pushed_says_absent_and_stops_on_a_0
     assert_eq!(std::fs::read(data.join("pg_wal/RECOVERYXLOG")).expect("fetched"), fake_segment(system, 3));
     assert_eq!(aws(&["fetch", &segment_name(1, 4), "pg_wal/RECOVERYXLOG"]).code, Some(1));
     // A 0-byte object where the segment was.
-    let key = pgdrill::wal::wal_key(system, &name);
+    let key = pgdrill::testkit::wal::wal_key(system, &name);
     let emptied = Command::new("curl")
         .args(["-s", "-w", "%{http_code}", "-X", "PUT", "--data-binary", ""])
         .arg("-H")
@@ -695,7 +699,7 @@ fn a_gcs_archive_on_an_emulator_restores_what_was_pushed_refuses_other_content_a
     };
     let pushed = gs_wal(&["push", &format!("pg_wal/{name}")]);
     assert_eq!(pushed.code, Some(0), "{}", pushed.all());
-    let key = pgdrill::wal::wal_key(system, &name);
+    let key = pgdrill::testkit::wal::wal_key(system, &name);
     assert!(
         crate::gcs_emulator::objects(gcs.port).contains(&format!("pg/{key}")),
         "the segment is in the bucket under its key: {:?}",
@@ -825,9 +829,9 @@ async fn a_postgresql_17_base_backup_took_its_tools_from_postgres_17_only_never_
     let root = tempfile::tempdir().expect("tmp");
     let store = root.path().join("store");
     let ran = container_base_backup(password, &port, &store).var("check_wal", "false").expect(0);
-    let s: std::sync::Arc<dyn pgdrill::storage::Store> =
-        std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&store));
-    let bases = pgdrill::backup::base::list(s.as_ref(), None).await.expect("list");
+    let s: std::sync::Arc<dyn pgdrill::testkit::storage::Store> =
+        std::sync::Arc::new(pgdrill::testkit::storage::local::FsStore::new(&store));
+    let bases = pgdrill::testkit::backup::base::list(s.as_ref(), None).await.expect("list");
     let m = &bases.first().expect("a base backup").manifest;
     assert_eq!(m.server_major, 17, "{m:?}");
     assert!(
@@ -841,8 +845,8 @@ async fn a_postgresql_17_base_backup_took_its_tools_from_postgres_17_only_never_
         assert!(m.pg_basebackup_version.contains(image), "{}: {}", m.pg_basebackup_version, ran.all());
     }
     let data = root.path().join("data");
-    let key = pgdrill::archive::KeySource::from_secret(KEY);
-    let got = pgdrill::backup::base::materialize(s.clone(), &bases[0].key, Some(&key), &data, None)
+    let key = pgdrill::testkit::archive::KeySource::from_secret(KEY);
+    let got = pgdrill::testkit::backup::base::materialize(s.clone(), &bases[0].key, Some(&key), &data, None)
         .await
         .expect("materialize");
     assert_eq!(std::fs::read_to_string(data.join("PG_VERSION")).expect("PG_VERSION").trim(), "17");

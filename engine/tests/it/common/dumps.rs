@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 /// `bash -c SCRIPT` (SCRIPT given by the caller's `args`) with database `db` of `src` in the
 /// libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) and stdin closed: how
 /// a team's own scripts find their server.
-pub fn libpq_bash(src: &pgdrill::pg::ephemeral::Ephemeral, db: &str) -> Command {
+pub fn libpq_bash(src: &pgdrill::testkit::pg::ephemeral::Ephemeral, db: &str) -> Command {
     let mut c = Command::new("bash");
     c.env("PGHOST", &src.host)
         .env("PGPORT", src.port.to_string())
@@ -19,7 +19,7 @@ pub fn libpq_bash(src: &pgdrill::pg::ephemeral::Ephemeral, db: &str) -> Command 
 
 /// `pg_dump ARGS | gzip > FILE` of database `db` on `src` (PostgreSQL 15's pg_dump), as the
 /// classic runbooks write it; a failing pg_dump fails the test (pipefail).
-pub fn pg_dump_gzip(src: &pgdrill::pg::ephemeral::Ephemeral, db: &str, args: &str, file: &Path) {
+pub fn pg_dump_gzip(src: &pgdrill::testkit::pg::ephemeral::Ephemeral, db: &str, args: &str, file: &Path) {
     let out = libpq_bash(src, db)
         .args(["-c", &format!("set -euo pipefail; /usr/lib/postgresql/15/bin/pg_dump {args} | gzip > \"$1\""), "-"])
         .arg(file)

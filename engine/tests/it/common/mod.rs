@@ -73,8 +73,8 @@ pub fn require(ok: bool, what: &str) -> bool {
 
 /// A throwaway PostgreSQL 15 server (native provider) with database `db`; `None` (a printed
 /// skip) when the server binaries are missing outside CI, a failure in CI.
-pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
-    use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+pub async fn native_server(db: &str) -> Option<pgdrill::testkit::pg::ephemeral::Ephemeral> {
+    use pgdrill::testkit::pg::ephemeral::{Ephemeral, Options, Provider};
     let opts = Options { provider: Provider::Native, major: Some(15), database: Some(db.into()), ..Default::default() };
     match Ephemeral::start(opts).await {
         Ok(s) => Some(s),
@@ -86,7 +86,7 @@ pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral
 }
 
 /// [`native_server`] with `sql` run in its database `db`.
-pub async fn native_server_with(db: &str, sql: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+pub async fn native_server_with(db: &str, sql: &str) -> Option<pgdrill::testkit::pg::ephemeral::Ephemeral> {
     let s = native_server(db).await?;
     exec(&s.url(), sql).await;
     Some(s)
@@ -152,20 +152,20 @@ pub fn files_ending(folder: &Path, suffix: &str) -> Vec<PathBuf> {
 pub fn create_options(
     url: &str,
     storage: &Path,
-    format: pgdrill::backup::Format,
-    codec: pgdrill::archive::Codec,
+    format: pgdrill::testkit::backup::Format,
+    codec: pgdrill::testkit::archive::Codec,
     key: Option<&str>,
-) -> pgdrill::backup::CreateOptions {
-    pgdrill::backup::CreateOptions {
+) -> pgdrill::testkit::backup::CreateOptions {
+    pgdrill::testkit::backup::CreateOptions {
         url: url.to_string(),
-        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(storage)),
+        storage: std::sync::Arc::new(pgdrill::testkit::storage::local::FsStore::new(storage)),
         format,
         codec,
         level: 3,
         threads: 2,
         jobs: 2,
-        key: key.map(pgdrill::archive::KeySource::from_secret),
-        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
+        key: key.map(pgdrill::testkit::archive::KeySource::from_secret),
+        fingerprint: pgdrill::testkit::pg::fingerprint::Mode::Full,
         pg_dump: None,
         name: None,
         meter: None,
@@ -174,7 +174,7 @@ pub fn create_options(
 
 /// `pgdrill run restore` of database `shop` from `storage` on the server `s` (reached through
 /// its `postgres` database), with the backup key `key`; not run yet.
-pub fn restore_shop(s: &pgdrill::pg::ephemeral::Ephemeral, storage: &Path, key: &str) -> Run {
+pub fn restore_shop(s: &pgdrill::testkit::pg::ephemeral::Ephemeral, storage: &Path, key: &str) -> Run {
     Run::new("restore")
         .var("database_url", s.url_for("postgres"))
         .var("storage", storage.display())
@@ -195,7 +195,7 @@ pub fn nightly_runbook(dir: &Path) -> PathBuf {
 
 /// Run SQL in the database at `url`.
 pub async fn exec(url: &str, sql: &str) {
-    pgdrill::pg::connect(url).await.expect("connect").batch_execute(sql).await.expect("sql");
+    pgdrill::testkit::pg::connect(url).await.expect("connect").batch_execute(sql).await.expect("sql");
 }
 
 /// Staged dumps (`.pgdrill-stage-*`) still in `dir`: there must be none once a run ended.
@@ -215,18 +215,20 @@ pub fn staged_leftovers(dir: &Path) -> Vec<String> {
 /// not be stopped by the manifest's MAC.
 pub fn write_rebound_manifest(backup: &Path, mut m: serde_json::Value, key: &str) {
     let archive = std::fs::read(backup).expect("backup");
-    let (h, _) = pgdrill::archive::read_header(&mut &archive[..]).expect("header");
-    let k = pgdrill::archive::KeySource::from_secret(key).derive_for(h.kdf.as_ref().expect("kdf")).expect("key");
-    m["authentication"]["mac"] =
-        k.manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::backup::manifest_bytes(m.clone())).into();
-    std::fs::write(pgdrill::backup::layout::manifest_path(backup), serde_json::to_vec(&m).expect("json"))
+    let (h, _) = pgdrill::testkit::archive::read_header(&mut &archive[..]).expect("header");
+    let k =
+        pgdrill::testkit::archive::KeySource::from_secret(key).derive_for(h.kdf.as_ref().expect("kdf")).expect("key");
+    m["authentication"]["mac"] = k
+        .manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::testkit::backup::manifest_bytes(m.clone()))
+        .into();
+    std::fs::write(pgdrill::testkit::backup::layout::manifest_path(backup), serde_json::to_vec(&m).expect("json"))
         .expect("write");
 }
 
 /// The full fingerprint of a database, read in one repeatable-read snapshot.
-pub async fn fingerprint_of(url: &str) -> pgdrill::pg::fingerprint::Fingerprint {
-    use pgdrill::pg::fingerprint::{compute, Mode};
-    let c = pgdrill::pg::connect(url).await.expect("connect");
+pub async fn fingerprint_of(url: &str) -> pgdrill::testkit::pg::fingerprint::Fingerprint {
+    use pgdrill::testkit::pg::fingerprint::{compute, Mode};
+    let c = pgdrill::testkit::pg::connect(url).await.expect("connect");
     c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
     let f = compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
     c.batch_execute("commit").await.expect("commit");
@@ -235,7 +237,7 @@ pub async fn fingerprint_of(url: &str) -> pgdrill::pg::fingerprint::Fingerprint 
 
 /// One value from the server as text (empty for NULL).
 pub async fn scalar(url: &str, sql: &str) -> String {
-    let c = pgdrill::pg::connect(url).await.expect("connect");
+    let c = pgdrill::testkit::pg::connect(url).await.expect("connect");
     c.query_one(&format!("select ({sql})::text"), &[])
         .await
         .expect("query")
@@ -427,7 +429,7 @@ pub async fn shop_backed_up(
     key: &str,
     rows: (u32, u32),
     more_sql: &str,
-) -> Option<(pgdrill::pg::ephemeral::Ephemeral, PathBuf)> {
+) -> Option<(pgdrill::testkit::pg::ephemeral::Ephemeral, PathBuf)> {
     let s = native_server("postgres").await?;
     exec(&s.url_for("postgres"), "create role app_owner login").await;
     exec(&s.url_for("postgres"), "create database shop owner app_owner").await;
@@ -451,8 +453,8 @@ pub async fn shop_backed_up(
 /// A throwaway server of PostgreSQL `major` in a container of the local image
 /// pgdrill/postgres-local:MAJOR (ci/setup.sh builds 15 and 17), with database `db`; `None`
 /// (a printed skip) when the image is missing outside CI, a failure in CI.
-pub async fn docker_server(major: u32, db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
-    use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+pub async fn docker_server(major: u32, db: &str) -> Option<pgdrill::testkit::pg::ephemeral::Ephemeral> {
+    use pgdrill::testkit::pg::ephemeral::{Ephemeral, Options, Provider};
     let present = std::process::Command::new("docker")
         .args(["image", "inspect", &format!("pgdrill/postgres-local:{major}")])
         .output()
@@ -475,7 +477,7 @@ pub async fn docker_server(major: u32, db: &str) -> Option<pgdrill::pg::ephemera
 pub async fn source_and_storage(
     db: &str,
     sql: &str,
-) -> Option<(pgdrill::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf)> {
+) -> Option<(pgdrill::testkit::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf)> {
     let s = native_server_with(db, sql).await?;
     let (dir, storage) = tmp_backups();
     Some((s, dir, storage))
@@ -493,16 +495,16 @@ pub fn unix_seconds(rfc3339: &str) -> f64 {
 /// `date -u +%Y%m%d_%H%M%S` at `t` (`20240315_143022`): the stamp other tools' dump scripts
 /// put in file names, made by pgdrill's one formatter of compact UTC times.
 pub fn dump_stamp(t: time::OffsetDateTime) -> String {
-    pgdrill::util::compact_utc(t, false).trim_end_matches('Z').replacen('T', "_", 1)
+    pgdrill::testkit::util::compact_utc(t, false).trim_end_matches('Z').replacen('T', "_", 1)
 }
 
 /// A throwaway PostgreSQL 15 server archiving its WAL as `opts` say (a folder or a command),
 /// with a one-second archive_timeout; `None` (a printed skip, a failure in CI) without the
 /// server binaries.
 pub async fn archiving_15(
-    opts: pgdrill::physical::archiving::ArchivingOptions,
-) -> Option<pgdrill::physical::archiving::ArchivingServer> {
-    use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
+    opts: pgdrill::testkit::physical::archiving::ArchivingOptions,
+) -> Option<pgdrill::testkit::physical::archiving::ArchivingServer> {
+    use pgdrill::testkit::physical::archiving::{ArchivingOptions, ArchivingServer};
     let opts = ArchivingOptions { archive_timeout: Some(Duration::from_secs(1)), major: Some(15), ..opts };
     match ArchivingServer::start(opts).await {
         Ok(s) => Some(s),

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::ops::Range;
 
-use pgdrill::storage::{Store, Writer};
+use pgdrill::testkit::storage::{Store, Writer};
 
 /// `body` written to a new object `key` of `store`, not yet published (or aborted); a
 /// failed write fails the test.
