@@ -712,7 +712,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         .as_deref()
         .map(|s| ctx.local("staging", s))
         .transpose()?
-        .unwrap_or_else(|| object.view_path().parent().map(Path::to_path_buf).unwrap_or_default());
+        .unwrap_or_else(|| object.staging_dir());
     needs.push((staging, stage_need, "the staged restore file"));
     let mut by_fs: Vec<(u64, u64, u64, Vec<String>)> = Vec::new();
     for (dir, need, what) in &needs {

@@ -279,6 +279,18 @@ impl Named {
         }
     }
 
+    /// Where a parallel restore of it stages the plaintext when no `staging` is given: beside a
+    /// file here; for an object in a store, the system's temporary directory (a streamed
+    /// object is staged there by `backup::restore`, a downloaded one beside its copy in the
+    /// store's mirror, which is there too). What `restore.preflight` measures the free space
+    /// of, so the check is of the disk the restore will fill.
+    pub fn staging_dir(&self) -> std::path::PathBuf {
+        match &self.at {
+            At::File(p) => p.parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| ".".into()),
+            At::Object(_) => std::env::temp_dir(),
+        }
+    }
+
     /// The view its local file (`view_path`, `header_file`) is in: its store's mirror, with
     /// the store in hand, or the file's own directory.
     pub fn tree(&self) -> super::tree::Tree {
@@ -526,6 +538,22 @@ mod tests {
         // An object's URL is found in the store this run opened for its location.
         let n = run.named_in("s3://opened-apart/p/app/x.dump.pgdrill", root).expect("named");
         assert_eq!(n.view_path(), p, "the URL was not found in the run's own view");
+    }
+
+    /// Issue 37: `restore.preflight` measured the free space of an object's place in the
+    /// store's mirror while the restore stages a streamed object in the temporary directory:
+    /// the check and the restore now name the same directory.
+    #[test]
+    fn an_objects_staging_directory_is_the_temporary_directory_a_files_is_beside_it() {
+        let run = Opened::default();
+        let root = std::path::Path::new("/srv/backups");
+        run.open_with("s3://staging-dir/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1", &[])
+            .expect("opens without a request");
+        let object = run.named_in("s3://staging-dir/p/app/x.dump.pgdrill", root).expect("named");
+        assert_eq!(object.staging_dir(), std::env::temp_dir());
+        assert_ne!(object.staging_dir(), object.view_path().parent().expect("a folder"), "the mirror's folder");
+        let file = run.named_in("app/x.dump.pgdrill", root).expect("named");
+        assert_eq!(file.staging_dir(), root.join("app"));
     }
 
     /// Issue 37: 15 to 19 places outside storage/ branched on `is_remote` (steps, the
