@@ -2029,47 +2029,38 @@ pub(crate) fn check_stream(
     // said is kept aside, and decides.
     let store_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let watched = crate::storage::Watched { inner: stream, failed: store_failed.clone() };
-    let r = check_stream_inner(shown, (manifest, trust), Box::new(watched), secret, stage, beside, meter);
+    let r = (|| {
+        let stream: Box<dyn Read + Send> = Box::new(watched);
+        let key = secret.filter(|s| !s.is_empty()).map(KeySource::from_secret);
+        let key = key.as_ref();
+        let meter = meter.cloned().unwrap_or_default();
+        meter.set_total(Some(manifest.sizes.stored));
+        let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
+        let mut hr =
+            archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));
+        let (tables, staged) = {
+            let (_, plain) = archive::open(&mut hr, key).map_err(|e| Failure::from(e).context(shown))?;
+            list_archive(plain, &manifest, (shown, beside), stage)?
+        };
+        // Whatever the archive's reader left (its end) is hashed too.
+        std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {shown}"), e))?;
+        let (sha, _) = hr.finish();
+        if sha != manifest.sha256 {
+            return Err(failed(format!(
+                "sha256 {sha} does not match the manifest's {}: corrupted backup",
+                manifest.sha256
+            )));
+        }
+        tables_match(&manifest, tables, shown)?;
+        Ok((
+            Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None },
+            staged,
+        ))
+    })();
     match (r, store_failed.lock().ok().and_then(|f| f.clone())) {
         (Err(_), Some(m)) => Err(Failure::environment(format!("reading {shown}: {m}"))),
         (r, _) => r,
     }
-}
-
-fn check_stream_inner(
-    shown: &str,
-    (manifest, trust): (Manifest, ManifestTrust),
-    stream: Box<dyn Read + Send>,
-    secret: Option<&str>,
-    stage: Option<&Path>,
-    beside: &Path,
-    meter: Option<&crate::progress::Meter>,
-) -> Result<(Checked, Option<StagedDump>), Failure> {
-    let key = secret.filter(|s| !s.is_empty()).map(KeySource::from_secret);
-    let key = key.as_ref();
-    let meter = meter.cloned().unwrap_or_default();
-    meter.set_total(Some(manifest.sizes.stored));
-    let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
-    let mut hr =
-        archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));
-    let (tables, staged) = {
-        let (_, plain) = archive::open(&mut hr, key).map_err(|e| Failure::from(e).context(shown))?;
-        list_archive(plain, &manifest, (shown, beside), stage)?
-    };
-    // Whatever the archive's reader left (its end) is hashed too.
-    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {shown}"), e))?;
-    let (sha, _) = hr.finish();
-    if sha != manifest.sha256 {
-        return Err(failed(format!(
-            "sha256 {sha} does not match the manifest's {}: corrupted backup",
-            manifest.sha256
-        )));
-    }
-    tables_match(&manifest, tables, shown)?;
-    Ok((
-        Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None },
-        staged,
-    ))
 }
 
 fn io_message(e: &std::io::Error) -> String {

@@ -1935,18 +1935,7 @@ impl PhysicalSource for BarmanServer {
             None => cmd.arg("-n"),
         };
         cmd.arg(&into.data_dir);
-        // Through the source's interrupt: on a large backup it reads every file for minutes,
-        // and Ctrl-C or the step's timeout waited for it.
-        let out = self.interrupt.run(&mut cmd, "pg_verifybackup")?;
-        if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stderr);
-            let first: Vec<&str> = text.lines().take(5).collect();
-            return Err(Failure::failed(format!(
-                "pg_verifybackup found the Barman backup `{}` damaged: {}",
-                backup.id,
-                crate::util::visible(&first.join("; "))
-            )));
-        }
+        self.interrupt.verify_backup(&mut cmd, &format!("the Barman backup `{}`", backup.id))?;
         Ok(Some(format!(
             "{version}: the files barman recover restored match the backup's manifest and its WAL range parses (not checked: {}, which Barman adds or edits)",
             ignored.join(", ")

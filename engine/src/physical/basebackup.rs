@@ -641,17 +641,7 @@ impl PhysicalSource for BasebackupFolder {
             }
         };
         cmd.arg(&into.data_dir);
-        // Through the interrupt: Ctrl-C or the step's timeout waited for it to end.
-        let out = self.interrupt.run(&mut cmd, "pg_verifybackup")?;
-        if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stderr);
-            let first: Vec<&str> = text.lines().take(5).collect();
-            return Err(Failure::failed(format!(
-                "pg_verifybackup found the backup {} damaged: {}",
-                backup.id,
-                first.join("; ")
-            )));
-        }
+        self.interrupt.verify_backup(&mut cmd, &format!("the backup {}", backup.id))?;
         Ok(Some(format!("{version}: the files match backup_manifest; {how}")))
     }
 

@@ -499,6 +499,22 @@ impl Interrupt {
         }
         out.map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
     }
+
+    /// `pg_verifybackup` (`cmd`, ready to run) through the interrupt: on a large backup it
+    /// reads every file for minutes, and Ctrl-C or the step's timeout must not wait for it.
+    /// Its complaint is the backup's failure, naming `backup` and its first five lines.
+    pub fn verify_backup(&self, cmd: &mut Command, backup: &str) -> Result<(), Failure> {
+        let out = self.run(cmd, "pg_verifybackup")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stderr);
+        let first: Vec<&str> = text.lines().take(5).collect();
+        Err(Failure::failed(format!(
+            "pg_verifybackup found {backup} damaged: {}",
+            crate::util::visible(&first.join("; "))
+        )))
+    }
 }
 
 /// The interrupt as the lower layers take it: their tool calls (`backup::base`'s
