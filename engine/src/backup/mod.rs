@@ -2085,9 +2085,27 @@ fn read_in_thread(pipe: Option<impl Read + Send + 'static>) -> std::thread::Join
 /// `plain` copied into the child's stdin, which is closed after. When the read side fails
 /// (the backup, or the disk a copy is staged on) that is the error, and the child is
 /// stopped; false when the write side failed: the child stopped reading (a broken pipe).
+/// `std::io::copy` in 1 MiB reads instead of its 8 KiB: a checked dump's plaintext passes
+/// through decryption, decompression and the staged copy's offset recorder once per read,
+/// and 8 KiB reads made that per-call cost a large share of a 2.5 GB check (issue 41).
+fn copy_large(r: &mut dyn Read, w: &mut dyn Write) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 fn feed(child: &mut std::process::Child, plain: &mut dyn Read) -> Result<bool, Failure> {
     let copied = match child.stdin.take() {
-        Some(mut stdin) => std::io::copy(plain, &mut stdin),
+        Some(mut stdin) => copy_large(plain, &mut stdin),
         None => Ok(0),
     };
     match copied {
@@ -2113,7 +2131,7 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure>
     // but an archive error is not.
     feed(&mut child, plain)?;
     // Whatever pg_restore did not read must still authenticate and decompress.
-    std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
+    copy_large(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
     let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;
     let list = reader.join().unwrap_or_default();
     if !status.success() {
@@ -2156,7 +2174,7 @@ fn script_tables(
         // A broken pipe is pg_restore giving up, which its status says.
         if !feed(&mut child, plain)? {
             // The rest must still decompress and decrypt, for the staged copy.
-            std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
+            copy_large(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
         }
     }
     let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;

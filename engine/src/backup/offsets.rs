@@ -30,6 +30,9 @@ const BLK_BLOBS: u8 = 3;
 const MIN_VERSION: (u8, u8) = (1, 12);
 const MAX_VERSION: (u8, u8) = (1, 15);
 
+/// The largest integer size (bytes) a dump's header may declare: pg_dump's is 4.
+const MAX_INT: usize = 16;
+
 /// Where in the file an entry's offset field is, by dump id.
 type Fields = HashMap<i64, u64>;
 
@@ -38,12 +41,20 @@ enum State {
     Toc(Vec<u8>),
     /// Between blocks: the next byte is a block type.
     BlockType,
-    /// Reading a small integer field into the buffer.
-    Int { buf: Vec<u8>, then: After },
+    /// Reading a small integer field (a sign byte and `int_size` bytes) into `buf`: a
+    /// fixed buffer, since a data block of pg_dump's is one chunk per row, and a heap
+    /// allocation for each row's chunk length cost a second of a 2.5 GB staging (issue 41).
+    Int { buf: [u8; MAX_INT + 1], len: usize, then: After },
     /// Skipping `left` bytes of chunk data, then a chunk length follows.
     Data { left: u64, in_blobs: bool },
     /// Parsing gave up; the bytes still pass through.
     Gave(String),
+}
+
+impl State {
+    fn int(then: After) -> State {
+        State::Int { buf: [0; MAX_INT + 1], len: 0, then }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -109,7 +120,11 @@ impl<W: Write> OffsetRecorder<W> {
                             self.int_size = toc.int_size;
                             self.off_size = toc.off_size;
                             self.fields = toc.fields;
-                            self.state = State::BlockType;
+                            self.state = if toc.int_size > MAX_INT {
+                                State::Gave(format!("an integer size of {} bytes", toc.int_size))
+                            } else {
+                                State::BlockType
+                            };
                             self.pos -= rest.len() as u64;
                             self.feed(&rest);
                         }
@@ -127,35 +142,33 @@ impl<W: Write> OffsetRecorder<W> {
                     self.pos += 1;
                     self.state = match t {
                         BLK_DATA | BLK_BLOBS => {
-                            State::Int { buf: Vec::new(), then: After::DumpId { blobs: t == BLK_BLOBS, start: here } }
+                            State::int(After::DumpId { blobs: t == BLK_BLOBS, start: here })
                         }
                         other => State::Gave(format!("unknown block type {other} at byte {here}")),
                     };
                 }
-                State::Int { buf, then } => {
-                    let need = 1 + self.int_size - buf.len();
+                State::Int { buf, len, then } => {
+                    let need = 1 + self.int_size - *len;
                     let take = need.min(bytes.len());
-                    buf.extend_from_slice(&bytes[..take]);
+                    buf[*len..*len + take].copy_from_slice(&bytes[..take]);
+                    *len += take;
                     bytes = &bytes[take..];
                     self.pos += take as u64;
-                    if buf.len() < 1 + self.int_size {
+                    if *len < 1 + self.int_size {
                         continue;
                     }
-                    let v = read_int(buf, self.int_size);
+                    let v = read_int(&buf[..*len], self.int_size);
                     let then = *then;
                     self.state = match then {
                         After::DumpId { blobs, start } => {
                             self.found.push((v, start));
-                            State::Int {
-                                buf: Vec::new(),
-                                then: if blobs { After::BlobOid } else { After::ChunkLen { in_blobs: false } },
-                            }
+                            State::int(if blobs { After::BlobOid } else { After::ChunkLen { in_blobs: false } })
                         }
                         After::BlobOid if v == 0 => State::BlockType,
-                        After::BlobOid => State::Int { buf: Vec::new(), then: After::ChunkLen { in_blobs: true } },
+                        After::BlobOid => State::int(After::ChunkLen { in_blobs: true }),
                         After::ChunkLen { in_blobs } if v == 0 => {
                             if in_blobs {
-                                State::Int { buf: Vec::new(), then: After::BlobOid }
+                                State::int(After::BlobOid)
                             } else {
                                 State::BlockType
                             }
@@ -171,7 +184,7 @@ impl<W: Write> OffsetRecorder<W> {
                     *left -= take;
                     if *left == 0 {
                         let in_blobs = *in_blobs;
-                        self.state = State::Int { buf: Vec::new(), then: After::ChunkLen { in_blobs } };
+                        self.state = State::int(After::ChunkLen { in_blobs });
                     }
                 }
             }
