@@ -141,9 +141,7 @@ impl<W: Write> OffsetRecorder<W> {
                     bytes = &bytes[1..];
                     self.pos += 1;
                     self.state = match t {
-                        BLK_DATA | BLK_BLOBS => {
-                            State::int(After::DumpId { blobs: t == BLK_BLOBS, start: here })
-                        }
+                        BLK_DATA | BLK_BLOBS => State::int(After::DumpId { blobs: t == BLK_BLOBS, start: here }),
                         other => State::Gave(format!("unknown block type {other} at byte {here}")),
                     };
                 }

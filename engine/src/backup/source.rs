@@ -301,14 +301,15 @@ pub fn recognise_in(tree: &Tree, path: &Path) -> Result<String, String> {
     Err("too many layers".into())
 }
 
-/// `streamable`, of another tool's file known by its first bytes (`sniff_bytes`), read
-/// through its store: no local stand-in made of it.
+/// Whether another tool's file, known by its first bytes (`sniff_bytes`, read through its
+/// store), can be read as a stream: everything but directory dumps and unknown kinds. No
+/// local stand-in is made of it.
 pub fn streamable_head(first: &[u8]) -> bool {
     streamable_kind(&sniff_bytes(first))
 }
 
 fn streamable_kind(kind: &str) -> bool {
-    !(kind.is_empty() || kind.contains("gpg") || kind.contains('?') || kind == "directory" || kind == "unreadable")
+    !(kind.is_empty() || kind.contains('?') || kind == "directory" || kind == "unreadable")
 }
 
 /// Open a backup file. `key` is the pgdrill key or passphrase; `passphrase` the one of an
@@ -324,7 +325,7 @@ pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> R
 
 /// A pgdrill archive read as a stream (an object in a store), its layers peeled as from a
 /// file. `shown` names it in messages. A stream cannot be read twice, so an outer `openssl
-/// enc` layer gets today's key derivation only, and a gpg file needs a local file.
+/// enc` layer gets today's key derivation only.
 pub fn open_stream(shown: &Path, stream: Box<dyn Read + Send>, key: Option<&KeySource>) -> Result<Opened, Failure> {
     peel(shown, Box::new(io::BufReader::with_capacity(1 << 20, stream)), None, key, None)
 }
@@ -333,7 +334,7 @@ pub fn open_stream(shown: &Path, stream: Box<dyn Read + Send>, key: Option<&KeyS
 pub type Reopen<'a> = &'a dyn Fn() -> Result<Box<dyn Read + Send>, Failure>;
 
 /// A backup that can be read from its start as often as needed but is not a local file
-/// (another tool's file in an object store); `shown` names it. gpg needs a local file.
+/// (another tool's file in an object store); `shown` names it.
 pub fn open_from(
     shown: &Path,
     open: Reopen<'_>,
@@ -424,16 +425,9 @@ fn peel(
             if !layers.is_empty() {
                 return Err(failed("a gpg message inside another layer: decrypt it with gpg first".into()));
             }
-            if !path.is_file() {
-                return Err(Failure::environment(format!(
-                    "{}: gpg reads a local file: download it first",
-                    path.display()
-                )));
-            }
             let pass = passphrase.ok_or_else(|| need_pass("gpg --symmetric"))?;
-            drop(peeked);
             layers.push("gpg");
-            reader = Box::new(ToolReader::gpg(path, pass).map_err(Failure::environment)?);
+            reader = Box::new(ToolReader::gpg(Box::new(peeked), pass).map_err(Failure::environment)?);
         } else if head.starts_with(GZIP) {
             layers.push("gzip");
             reader = Box::new(flate2::read::MultiGzDecoder::new(peeked));
@@ -489,20 +483,21 @@ impl ToolReader {
         Self::spawn("openssl", cmd, input, None)
     }
 
-    /// `gpg --decrypt FILE` with the passphrase as the first line of its stdin
-    /// (`--passphrase-fd 0`), never argv or the environment; a private, empty home
-    /// directory so no keyring or agent of the user's is touched, and `--no-autostart` so
-    /// no gpg-agent outlives the run.
-    fn gpg(path: &Path, pass: &str) -> Result<Self, String> {
+    /// `gpg --decrypt` of `input`, fed on its stdin after the passphrase's line
+    /// (`--passphrase-fd 0`: gpg reads that line byte by byte and the message from the rest,
+    /// as `gpg --symmetric` does in `envelope`), so a file in an object store is read as a
+    /// stream like any other, never downloaded first; the passphrase never in argv or the
+    /// environment; a private, empty home directory so no keyring or agent of the user's is
+    /// touched, and `--no-autostart` so no gpg-agent outlives the run.
+    fn gpg(input: Box<dyn Read + Send>, pass: &str) -> Result<Self, String> {
         let home = super::envelope::GpgHome::new().map_err(|e| e.to_string())?;
         let mut cmd = crate::child::command("gpg");
         cmd.arg("--homedir")
             .arg(home.path())
             .args(["--batch", "--quiet", "--no-tty", "--no-autostart", "--pinentry-mode", "loopback"])
-            .args(["--passphrase-fd", "0", "--decrypt", "--"])
-            .arg(path);
+            .args(["--passphrase-fd", "0", "--decrypt"]);
         let line = format!("{pass}\n").into_bytes();
-        Self::spawn("gpg", cmd, Box::new(Cursor::new(line)), Some(home))
+        Self::spawn("gpg", cmd, Box::new(Cursor::new(line).chain(input)), Some(home))
     }
 
     fn spawn(

@@ -596,7 +596,7 @@ pub(crate) const HEAD: u64 = crate::archive::MAX_HEADER as u64 + 64;
 /// of it becomes a local file: its size and version from a `head` (pinned to the version
 /// this run first saw), its first bytes by a range of that version (its kind, and a pgdrill
 /// archive's header), its manifest read beside it. `None` for a local file, one already
-/// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
+/// downloaded, and what needs a local file (a directory dump, an unknown kind).
 pub async fn stream_of(named: &crate::storage::Named) -> Result<Option<FromStore>, StepError> {
     stream_with(named, None).await
 }

@@ -373,7 +373,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         // downloaded now); else a name in storage.
         Asked::Named(named) => {
             let object = ctx.object(named)?;
-            // An object in a store is asked of its store; what needs a local file (gpg, a
+            // An object in a store is asked of its store; what needs a local file (a
             // directory dump) and a file here are looked at where they are.
             from_store = super::stream_of(&object).await?;
             let direct = match &from_store {
@@ -425,7 +425,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     // pgdrill's own (read again by the step that needs them, beside the throwaway server's
     // start); another tool's file has no manifest to say its sha256, so it is read through
     // once here as a stream to compute it, and read as a stream again by the steps that
-    // check and restore it. Only what needs a local file (gpg) is downloaded. The manifest
+    // check and restore it. Nothing of it is downloaded. The manifest
     // the choice from a listing read is the one judged: it is not read again.
     if from_store.is_none() && tree.object(&path).is_some() && tree.is_stand_in(&path) {
         let read = listed.as_ref().map(|l| (l.manifest.clone(), l.text.clone()));

@@ -1635,6 +1635,32 @@ fn gzip_dump_in_bkt(port: u16, url: &str) -> (&'static str, Vec<u8>) {
     (gz, dump)
 }
 
+/// `gzip_dump` of `url` encrypted as classic runbooks do (`| gpg --symmetric`, with `KEY` as
+/// its passphrase) and put beside pgdrill's backups: its key.
+fn gpg_dump_in_bkt(port: u16, url: &str) -> &'static str {
+    let home = tempfile::tempdir().expect("gpg home");
+    let mut gpg = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home.path())
+        .args(["--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--passphrase-fd", "0"])
+        .args(["--symmetric", "--cipher-algo", "AES256", "-o", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gpg");
+    let mut input = format!("{KEY}\n").into_bytes();
+    input.extend(gzip_dump(url));
+    let mut stdin = gpg.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+    let out = gpg.wait_with_output().expect("gpg");
+    feeder.join().expect("fed").expect("written");
+    assert!(out.status.success() && !out.stdout.is_empty(), "{}", text(&out.stderr));
+    let key = "p/other/shop_20261101_020000.sql.gz.gpg";
+    assert_eq!(http_body(port, "PUT", &format!("/bkt/{key}"), &[], &out.stdout).0, 200);
+    key
+}
+
 /// A backup of `shop` (one row) in `s3://bkt/p` on a moto of its own: the server, the
 /// source, and the archive's key and file name.
 pub(crate) async fn shop_backed_up_to_bkt(
@@ -1723,8 +1749,9 @@ async fn a_copy_from_a_bucket_read_its_source_twice_and_three_times_into_an_arch
 /// its first bytes, its manifest beside it) to tell its kind, judge its manifest against its
 /// header and say where to stage, and staged the checked dump beside that stand-in. They ask
 /// the store now (a `head` for its size and version, a range of that version for its first
-/// bytes, its manifest read there) and stage in the temporary directory: pgdrill's archive
-/// and another tool's `pg_dump | gzip` are checked, restored from the stream, checked with
+/// bytes, its manifest read there) and stage in the temporary directory: pgdrill's archive,
+/// another tool's `pg_dump | gzip` and the same behind `gpg --symmetric` (which was
+/// downloaded whole into the mirror, gpg reading a path) are checked, restored from the stream, checked with
 /// the dump staged and restored from what was staged, and the run's mirror, listed by the
 /// next step, holds no file of the backup, of its manifest or of a staged dump.
 #[tokio::test(flavor = "multi_thread")]
@@ -1735,6 +1762,7 @@ async fn a_backup_checked_and_restored_from_a_bucket_was_read_through_a_stand_in
     backed_up_to_bkt(s3.port, &url);
     let archive = archive_in_bkt(s3.port);
     let (gz, _) = gzip_dump_in_bkt(s3.port, &url);
+    let gpg = gpg_dump_in_bkt(s3.port, &url);
     let dir = tempfile::tempdir().expect("tmp");
     let with = |more: &str| format!("{{ path: \"{{{{ vars.backup }}}}\", key: \"{{{{ secrets.key }}}}\"{more} }}");
     let restore = |into: &str, more: &str| {
@@ -1748,7 +1776,11 @@ async fn a_backup_checked_and_restored_from_a_bucket_was_read_through_a_stand_in
         restore("again", ", staged: \"{{ steps.staged_check.outputs.staged }}\", jobs: 2"),
     );
     let runbook = then_mirror_listed(dir.path(), "check-and-restore-from-a-store", &steps);
-    for (i, backup) in [format!("s3://bkt/{archive}"), format!("s3://bkt/{gz}")].iter().enumerate() {
+    // A `gpg --symmetric` file was downloaded into the mirror first (gpg read a path); it is
+    // fed to gpg as a stream now, like the others.
+    for (i, backup) in
+        [format!("s3://bkt/{archive}"), format!("s3://bkt/{gz}"), format!("s3://bkt/{gpg}")].iter().enumerate()
+    {
         let (into, again) = (format!("copy_{i}"), format!("again_{i}"));
         for db in [&into, &again] {
             exec(&url, &format!("create database {db}")).await;
