@@ -1209,6 +1209,17 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
         assert_eq!(status_of(&cases, "pick"), "passed", "{cases:?}");
         assert_eq!(status_of(&cases, failing), "error", "{cases:?}");
     }
+
+    // 7. The same behind `gpg --symmetric`, streamed into gpg now (it was downloaded first):
+    //    the store lost in the check's read is exit 3, never gpg's "could not decrypt".
+    let gpg = "p/big_20261101_030000.sql.gz.gpg";
+    let size = gpg_dump_in_bkt(s3.port, &url, gpg);
+    let junit = tmp.path().join("gpg-lost.xml");
+    let run = verify_with(&junit, &["backup=big_20261101_030000.sql.gz.gpg", "max_age=3650d", "accept_unproven=true"]);
+    let all = lost_mid_read(run, s3.port, size + (512 << 10));
+    assert!(!all.contains("could not decrypt"), "judged as a damaged backup: {all}");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "integrity"), "error", "{cases:?}");
     srv.stop().await;
 }
 
@@ -1636,8 +1647,8 @@ fn gzip_dump_in_bkt(port: u16, url: &str) -> (&'static str, Vec<u8>) {
 }
 
 /// `gzip_dump` of `url` encrypted as classic runbooks do (`| gpg --symmetric`, with `KEY` as
-/// its passphrase) and put beside pgdrill's backups: its key.
-fn gpg_dump_in_bkt(port: u16, url: &str) -> &'static str {
+/// its passphrase) and put in the bucket as `key`: its size.
+fn gpg_dump_in_bkt(port: u16, url: &str, key: &str) -> usize {
     let home = tempfile::tempdir().expect("gpg home");
     let mut gpg = Command::new("gpg")
         .arg("--homedir")
@@ -1656,9 +1667,8 @@ fn gpg_dump_in_bkt(port: u16, url: &str) -> &'static str {
     let out = gpg.wait_with_output().expect("gpg");
     feeder.join().expect("fed").expect("written");
     assert!(out.status.success() && !out.stdout.is_empty(), "{}", text(&out.stderr));
-    let key = "p/other/shop_20261101_020000.sql.gz.gpg";
     assert_eq!(http_body(port, "PUT", &format!("/bkt/{key}"), &[], &out.stdout).0, 200);
-    key
+    out.stdout.len()
 }
 
 /// A backup of `shop` (one row) in `s3://bkt/p` on a moto of its own: the server, the
@@ -1762,7 +1772,8 @@ async fn a_backup_checked_and_restored_from_a_bucket_was_read_through_a_stand_in
     backed_up_to_bkt(s3.port, &url);
     let archive = archive_in_bkt(s3.port);
     let (gz, _) = gzip_dump_in_bkt(s3.port, &url);
-    let gpg = gpg_dump_in_bkt(s3.port, &url);
+    let gpg = "p/other/shop_20261101_020000.sql.gz.gpg";
+    gpg_dump_in_bkt(s3.port, &url, gpg);
     let dir = tempfile::tempdir().expect("tmp");
     let with = |more: &str| format!("{{ path: \"{{{{ vars.backup }}}}\", key: \"{{{{ secrets.key }}}}\"{more} }}");
     let restore = |into: &str, more: &str| {
