@@ -1754,20 +1754,21 @@ fn toc_tables_staged(
     let staged = Staged::new(dir, ".dump")?;
     let file =
         staged.create_file().map_err(|e| Failure::environment(format!("cannot stage in {}: {e}", dir.display())))?;
-    let copy = offsets::OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file));
+    // Written on a thread of its own: this one decrypts and decompresses.
+    let copy = crate::util::Behind::new(offsets::OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file)));
     let mut tee = Tee { inner: plain, copy, failed: None };
     let listed = tables_of(&mut tee);
-    let flushed = tee.copy.flush();
+    let written = tee.copy.finish();
     let staging =
         |e: &std::io::Error| Failure::environment(format!("staging the checked dump in {}: {e}", dir.display()));
     if let Some(e) = &tee.failed {
         return Err(staging(e));
     }
     let (tables, privileges) = listed?;
-    flushed.map_err(|e| staging(&e))?;
+    let recorder = written.map_err(|e| staging(&e))?;
     // Written by pg_dump into a pipe, the dump has no data offsets; with them, pg_restore's
     // parallel workers go straight to each table's data instead of scanning for it.
-    let offsets = tee.copy.finish().and_then(|o| o.patch(&staged.0));
+    let offsets = recorder.finish().and_then(|o| o.patch(&staged.0));
     Ok((tables, privileges, Some(StagedDump { file: staged, offsets })))
 }
 

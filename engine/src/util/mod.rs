@@ -3,6 +3,7 @@
 //! drifts (two shell quoters had different safe sets, one percent decoder could split a
 //! character).
 
+mod behind;
 mod bytes;
 mod duration;
 mod host;
@@ -10,6 +11,7 @@ pub mod memory;
 mod quote;
 mod time;
 
+pub use behind::Behind;
 pub use bytes::{human_bytes, parse_bytes};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use host::hostname;
