@@ -2088,11 +2088,19 @@ fn read_in_thread(pipe: Option<impl Read + Send + 'static>) -> std::thread::Join
 /// stopped; false when the write side failed: the child stopped reading (a broken pipe).
 /// `std::io::copy` in 1 MiB reads instead of its 8 KiB: a checked dump's plaintext passes
 /// through decryption, decompression and the staged copy's offset recorder once per read,
-/// and 8 KiB reads made that per-call cost a large share of a 2.5 GB check (issue 41).
-fn copy_large(r: &mut dyn Read, w: &mut dyn Write) -> std::io::Result<u64> {
+/// and 8 KiB reads made that per-call cost a large share of a 2.5 GB check (issue 41). With
+/// `cancelled`, it is checked between pieces (a restore's Ctrl-C).
+fn copy_large(
+    r: &mut dyn Read,
+    w: &mut dyn Write,
+    cancelled: Option<&std::sync::atomic::AtomicBool>,
+) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
+        if cancelled.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(std::io::Error::other("cancelled"));
+        }
         let n = match r.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -2106,7 +2114,7 @@ fn copy_large(r: &mut dyn Read, w: &mut dyn Write) -> std::io::Result<u64> {
 
 fn feed(child: &mut std::process::Child, plain: &mut dyn Read) -> Result<bool, Failure> {
     let copied = match child.stdin.take() {
-        Some(mut stdin) => copy_large(plain, &mut stdin),
+        Some(mut stdin) => copy_large(plain, &mut stdin, None),
         None => Ok(0),
     };
     match copied {
@@ -2132,7 +2140,7 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure>
     // but an archive error is not.
     feed(&mut child, plain)?;
     // Whatever pg_restore did not read must still authenticate and decompress.
-    copy_large(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
+    copy_large(plain, &mut std::io::sink(), None).map_err(|e| io_error("reading the backup", e))?;
     let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;
     let list = reader.join().unwrap_or_default();
     if !status.success() {
@@ -2175,7 +2183,7 @@ fn script_tables(
         // A broken pipe is pg_restore giving up, which its status says.
         if !feed(&mut child, plain)? {
             // The rest must still decompress and decrypt, for the staged copy.
-            copy_large(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
+            copy_large(plain, &mut std::io::sink(), None).map_err(|e| io_error("reading the backup", e))?;
         }
     }
     let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;

@@ -148,23 +148,9 @@ impl Drop for Abandon {
     }
 }
 
-/// Copy, checking for cancellation between chunks.
+/// Copy in 1 MiB pieces, checking for cancellation between them.
 fn copy_cancellable(r: &mut dyn Read, w: &mut dyn Write, cancelled: &AtomicBool) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        if cancelled.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("cancelled"));
-        }
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(&buf[..n])?;
-        total += n as u64;
-    }
+    super::copy_large(r, w, Some(cancelled))
 }
 
 /// A name as pg_dump writes it: bare when it is a plain lower-case identifier, else quoted.

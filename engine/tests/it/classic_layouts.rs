@@ -122,12 +122,15 @@ async fn erp_runbook_folder_of_nameless_encrypted_dumps_verifies_restores_a_labe
     let dir = tmp.path().join("backups/postgres");
     let enc = "pg_dump | gzip | openssl enc -aes-256-cbc -salt -pass env:BACKUP_ENCRYPTION_KEY";
     // A daily for each of the last seven days, a weekly, a monthly, and a daily of 20 days
-    // ago that the policy no longer keeps.
+    // ago that the policy no longer keeps. The weekly is ten days old: at eight days, run on a
+    // Tuesday before 06:00 UTC, it fell in the ISO week of the manual dump below (30 hours
+    // old, no label, so one of the weeks too), which as that week's newest took its place and
+    // the weekly was pruned: the test's dates, not the policy, decided (CI, 2026-12-08).
     let dailies: Vec<String> =
         (0..7).map(|d| format!("automated_full_backup_{}_daily.sql.gz.enc", stamp(2 + 24 * d))).collect();
     let daily = dailies[0].clone();
     let (weekly, monthly, old_daily) = (
-        format!("automated_full_backup_{}_weekly.sql.gz.enc", stamp(24 * 8)),
+        format!("automated_full_backup_{}_weekly.sql.gz.enc", stamp(24 * 10)),
         format!("automated_full_backup_{}_monthly.sql.gz.enc", stamp(24 * 40)),
         format!("automated_full_backup_{}_daily.sql.gz.enc", stamp(24 * 20)),
     );
