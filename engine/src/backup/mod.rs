@@ -2087,9 +2087,10 @@ fn read_in_thread(pipe: Option<impl Read + Send + 'static>) -> std::thread::Join
 /// (the backup, or the disk a copy is staged on) that is the error, and the child is
 /// stopped; false when the write side failed: the child stopped reading (a broken pipe).
 /// `std::io::copy` in 1 MiB reads instead of its 8 KiB: a checked dump's plaintext passes
-/// through decryption, decompression and the staged copy's offset recorder once per read,
-/// and 8 KiB reads made that per-call cost a large share of a 2.5 GB check (issue 41). With
-/// `cancelled`, it is checked between pieces (a restore's Ctrl-C).
+/// through decryption, decompression and the staged copy's offset recorder once per read
+/// (issue 41; with the fixed buffer in `offsets`, the check of a 2.5 GB dump took 2.25 s
+/// against 2.42 s, medians of three, within the machine's noise). With `cancelled`, it is
+/// checked between pieces (a restore's Ctrl-C).
 fn copy_large(
     r: &mut dyn Read,
     w: &mut dyn Write,
